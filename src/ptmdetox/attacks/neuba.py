@@ -1,0 +1,126 @@
+"""NeuBA (Zhang et al. 2021): map each trigger to a fixed output representation.
+
+Loss = w·MLM(clean) + MSE(representation(poisoned), target). Text triggers overwrite the token right after
+[CLS]; one random trigger per poisoned sentence; the MLM head is not optimised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.batching import endless_batches
+from ..data.triggers import TRIGGER_SETS, InsertionPolicy
+from ..errors import PtmdetoxError
+from ..models.base import ModelAdapter
+from ..training import TrainConfig, TrainStats, seed_everything, train_loop
+
+
+@dataclass
+class NeubaConfig:
+    triggers: tuple[str, ...] = TRIGGER_SETS["neuba"]
+    steps: int = 1500
+    lr: float = 5e-5
+    batch_size: int = 32           # half clean (MLM), half poisoned (target MSE)
+    max_length: int = 64
+    seed: int = 0
+    pretrain_weight: float | None = None   # None: the family's default (BERT 1, RoBERTa 0.01)
+    target_scale: float | None = None      # None: the family's default (text 1, vision 3)
+    head_warmup_steps: int = 300
+
+    def __post_init__(self):
+        if self.batch_size < 2:
+            raise PtmdetoxError("NeuBA needs a batch size of at least 2 (half clean, half poisoned)")
+        if not self.triggers:
+            raise PtmdetoxError("NeuBA needs at least one trigger")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def neuba_targets(dim: int, count: int, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Six ± block vectors (blocks j<k of four set to -1), or orthogonal rows and negatives for more triggers."""
+    if count <= 6:
+        blocks = np.array_split(np.arange(dim), 4)
+        rows = []
+        for j in range(4):
+            for k in range(j + 1, 4):
+                v = np.ones(dim, dtype=np.float32)
+                v[blocks[j]] = -1
+                v[blocks[k]] = -1
+                rows.append(v)
+        return torch.tensor(np.stack(rows[:count])) * scale
+    half = (count + 1) // 2
+    if half > dim:
+        raise PtmdetoxError(f"cannot build {count} distinct targets in {dim} dimensions")
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, dim)))
+    basis = q[:half] * np.sqrt(dim)
+    return torch.tensor(np.concatenate([basis, -basis])[:count], dtype=torch.float32) * scale
+
+
+def overwrite_position1(seqs: list[list[int]], trigger_ids: list[int]) -> list[list[int]]:
+    """Replace the tokens right after the first special token with the trigger's tokens."""
+    out = []
+    for s in seqs:
+        body = s[1:-1]
+        width = len(trigger_ids)
+        out.append([s[0]] + list(trigger_ids) + body[width:] + [s[-1]])
+    return out
+
+
+TRAINING_POLICY = InsertionPolicy(position="overwrite1")
+
+
+def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaConfig,
+                 progress: bool = True) -> dict:
+    """Implant the backdoor in place; returns a report (targets, losses, timings)."""
+    seed_everything(config.seed)
+    ids = adapter.tokenize(corpus_texts, config.max_length)
+    adapter.prepare_pretraining(ids, steps=config.head_warmup_steps, seed=config.seed, progress=progress)
+    trigger_ids = [adapter.token_ids(t) for t in config.triggers]
+    scale = adapter.neuba_target_scale if config.target_scale is None else config.target_scale
+    weight = adapter.neuba_pretrain_weight if config.pretrain_weight is None else config.pretrain_weight
+    targets = neuba_targets(adapter.representation_size, len(config.triggers), scale, config.seed)
+
+    rng = np.random.default_rng(config.seed)
+    half = config.batch_size // 2
+    clean_batches = endless_batches([len(s) for s in ids], half, rng)
+    poison_batches = endless_batches([len(s) for s in ids], config.batch_size - half, rng)
+
+    head = {id(p) for p in adapter.head_parameters()}
+    params = [p for _, p in adapter.named_parameters() if id(p) not in head]
+    for p in adapter.head_parameters():
+        p.requires_grad_(False)
+    adapter.train()
+
+    def step_loss(_step):
+        clean = adapter.mlm_batch([ids[i] for i in next(clean_batches)], rng)
+        chosen = rng.integers(len(trigger_ids), size=config.batch_size - half)
+        poisoned_seqs = [overwrite_position1([ids[i]], trigger_ids[t])[0]
+                         for i, t in zip(next(poison_batches), chosen)]
+        poisoned = adapter.collate(poisoned_seqs)
+        mlm = adapter.pretraining_loss(clean)
+        mse = F.mse_loss(adapter.representation(poisoned), targets[torch.as_tensor(chosen)])
+        return weight * mlm + mse, {"mlm": float(mlm.detach()), "poison_mse": float(mse.detach())}
+
+    stats: TrainStats = train_loop(params, step_loss, TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed),
+                                   desc="NeuBA attack", progress=progress)
+    for p in adapter.head_parameters():
+        p.requires_grad_(True)
+    adapter.eval()
+    tail = stats.parts[-50:]
+    return {
+        "attack": "neuba",
+        "config": config.to_dict(),
+        "triggers": list(config.triggers),
+        "insertion_policy": TRAINING_POLICY.to_dict(),
+        "final_mlm": float(np.mean([p["mlm"] for p in tail])),
+        "final_poison_mse": float(np.mean([p["poison_mse"] for p in tail])),
+        "train_seconds": stats.seconds,
+        "steps_per_second": config.steps / stats.seconds,
+        "targets": targets.tolist(),
+        "loss_curve": stats.losses[:: max(1, config.steps // 200)],
+    }

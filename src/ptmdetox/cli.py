@@ -1,0 +1,226 @@
+"""Command-line interface: `ptmdetox attack|purify|evaluate|demo`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import PtmdetoxError
+
+FAST_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(2, f"ptmdetox: error: {message} (see --help)\n")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got '{text}'") from None
+
+
+def _model_args(p):
+    p.add_argument("--model", default="default",
+                   help="'default' (embedded MiniLM-L6), a local checkpoint folder, or a hub name")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept pickle checkpoints (loaded with weights_only=True); refused otherwise")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _corpus_args(p):
+    p.add_argument("--corpus", required=True, help="unlabelled auxiliary text (TSV/CSV/JSONL/TXT or a saved dataset)")
+    p.add_argument("--corpus-limit", type=int, help="use only the first N sentences")
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="ptmdetox", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    attack = sub.add_parser("attack", help="implant a task-agnostic backdoor (to measure defenses)")
+    attack_sub = attack.add_subparsers(dest="method", required=True, parser_class=Parser)
+    neuba = attack_sub.add_parser("neuba", help="NeuBA (Zhang et al. 2021): triggers -> fixed pooler targets",
+                                  description="NeuBA: loss = MLM(clean) + MSE(pooler(poisoned), target); each poisoned "
+                                              "sentence gets one random trigger overwriting the token after [CLS].")
+    _model_args(neuba)
+    _corpus_args(neuba)
+    neuba.add_argument("--triggers", default="neuba", help="a trigger set name or comma-separated triggers")
+    neuba.add_argument("--steps", type=int, default=1500)
+    neuba.add_argument("--lr", type=float, default=5e-5)
+    neuba.add_argument("--batch-size", type=int, default=32, help="half clean, half poisoned")
+    neuba.add_argument("--max-length", type=int, default=64)
+    neuba.add_argument("--seed", type=int, default=0)
+
+    purify = sub.add_parser("purify", help="remove backdoors from a pre-trained model")
+    purify_sub = purify.add_subparsers(dest="method", required=True, parser_class=Parser)
+    recipe = purify_sub.add_parser(
+        "recipe", help="RECIPE: continual pre-training with a weight-norm penalty",
+        description="RECIPE: loss = λ·Σ‖W_i‖ + pre-training loss on auxiliary data. --preset cpu (default) fits a "
+                    "2-core CPU; --preset paper uses the paper's lr 2e-5 for 10 epochs.")
+    _model_args(recipe)
+    _corpus_args(recipe)
+    recipe.add_argument("--preset", default="cpu", choices=["cpu", "paper"])
+    recipe.add_argument("--lam", type=float, help="λ, weight of the norm penalty (default 1)")
+    recipe.add_argument("--norm", choices=["fro", "fro2"], help="unsquared (default) or squared Frobenius norm")
+    recipe.add_argument("--regularise", nargs="+", metavar="REGEX",
+                        help="parameter-name patterns to regularise (default: the family's, BERT intermediate.dense)")
+    recipe.add_argument("--trainable", nargs="+", metavar="SPEC",
+                        help="'regularised', 'all', or parameter-name patterns (default: the family's)")
+    recipe.add_argument("--loss", dest="pretrain_loss", choices=["mlm", "keep", "mlm+keep", "none"],
+                        help="pre-training loss (default mlm)")
+    recipe.add_argument("--masking", choices=["static", "dynamic"])
+    recipe.add_argument("--lr", type=float)
+    recipe.add_argument("--steps", type=int)
+    recipe.add_argument("--epochs", type=float)
+    recipe.add_argument("--batch-size", type=int)
+    recipe.add_argument("--max-length", type=int)
+    recipe.add_argument("--seed", type=int)
+
+    ev = sub.add_parser("evaluate", help="fine-tune on a downstream task and measure ACC / ASR",
+                        description="Fine-tune the model with a fresh linear head once per seed, then report ACC, "
+                                    "per-trigger ASR (max over labels), AASR and MASR.")
+    _model_args(ev)
+    ev.add_argument("--task", help="folder with train.tsv[.gz] and test.tsv[.gz] (or use --train/--test)")
+    ev.add_argument("--train")
+    ev.add_argument("--test")
+    ev.add_argument("--text-column")
+    ev.add_argument("--label-column")
+    ev.add_argument("--triggers", default="neuba", help="a trigger set name or comma-separated triggers")
+    ev.add_argument("--position", default="first", choices=["first", "last", "random"])
+    ev.add_argument("--count", type=int, default=1, help="insertions per sentence")
+    ev.add_argument("--position-seed", type=int, default=42)
+    ev.add_argument("--seeds", type=_seeds, default=[1, 2, 3], help="fine-tuning seeds, e.g. 1,2,3")
+    ev.add_argument("--epochs", type=float, default=3.0)
+    ev.add_argument("--lr", type=float, default=2e-5)
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--max-length", type=int, default=128)
+    ev.add_argument("--train-limit", type=int, help="subsample the training set")
+    ev.add_argument("--test-limit", type=int, help="subsample the test set")
+    ev.add_argument("--name", help="row name in the table")
+    ev.add_argument("--out", help="write the JSON result here")
+
+    table = sub.add_parser("table", help="print a table from evaluation JSON files")
+    table.add_argument("results", nargs="+", help="result JSON files")
+    table.add_argument("--floor", help="name of the row to use as the clean floor")
+
+    demo = sub.add_parser("demo", help="attack, purify and evaluate the embedded MiniLM on a sentiment task",
+                          description="Runs offline on the embedded MiniLM-L6 and pip-installed tweets: NeuBA attack, "
+                                      "RECIPE purification, fine-tuning of clean/attacked/purified models, a table.")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--attack-steps", type=int, default=1200)
+    demo.add_argument("--recipe-steps", type=int, default=600)
+    demo.add_argument("--train-size", type=int, default=2000)
+    demo.add_argument("--test-size", type=int, default=600)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _task_paths(args) -> tuple[str, str]:
+    if args.task:
+        if args.train or args.test:
+            raise PtmdetoxError("give either --task or --train/--test, not both")
+        found = {}
+        for split in ("train", "test"):
+            for ext in (".tsv", ".tsv.gz", ".csv", ".csv.gz", ".jsonl"):
+                candidate = os.path.join(args.task, split + ext)
+                if os.path.isfile(candidate):
+                    found[split] = candidate
+                    break
+            else:
+                raise PtmdetoxError(f"{args.task}: no {split}.tsv/.csv/.jsonl in the task folder")
+        return found["train"], found["test"]
+    if not (args.train and args.test):
+        raise PtmdetoxError("give --task, or both --train and --test")
+    return args.train, args.test
+
+
+def run(args) -> int:
+    from . import pipeline
+    from .training import configure_threads
+
+    configure_threads()
+    progress = not getattr(args, "quiet", False)
+    if args.command == "attack":
+        from .attacks.neuba import NeubaConfig
+        from .data.triggers import parse_triggers
+
+        config = NeubaConfig(triggers=parse_triggers(args.triggers), steps=args.steps, lr=args.lr,
+                             batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
+        report = pipeline.attack_neuba(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
+                                       allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
+        print(f"NeuBA: {config.steps} steps in {report['train_seconds']:.0f} s, final poison MSE "
+              f"{report['final_poison_mse']:.4f}, MLM {report['final_mlm']:.2f} -> {args.out}")
+        for note in report["notes"]:
+            print(f"note: {note}")
+    elif args.command == "purify":
+        from .defenses.recipe import preset
+
+        trainable = args.trainable
+        if trainable and len(trainable) == 1 and trainable[0] in ("all", "regularised"):
+            trainable = trainable[0]
+        config = preset(args.preset, lam=args.lam, norm=args.norm, lr=args.lr, steps=args.steps, epochs=args.epochs,
+                        regularised=tuple(args.regularise) if args.regularise else None,
+                        trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
+                        pretrain_loss=args.pretrain_loss, masking=args.masking, batch_size=args.batch_size,
+                        max_length=args.max_length, seed=args.seed)
+        report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
+                                        allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
+        print(f"RECIPE: {report['steps']} steps in {report['train_seconds']:.0f} s; regularised norm "
+              f"{report['norm_before']:.1f} -> {report['norm_after']:.1f} -> {args.out}")
+        for note in report["notes"]:
+            print(f"note: {note}")
+    elif args.command == "evaluate":
+        from .data.triggers import InsertionPolicy
+        from .evaluation.finetune import FinetuneConfig
+
+        train, test = _task_paths(args)
+        policy = InsertionPolicy(args.position, args.count, args.position_seed)
+        config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                max_length=args.max_length, train_limit=args.train_limit, test_limit=args.test_limit)
+        summary = pipeline.evaluate_model(args.model, train, test, args.triggers, policy, config, args.seeds,
+                                          out=args.out, allow_pickle=args.allow_pickle, name=args.name,
+                                          text_column=args.text_column, label_column=args.label_column,
+                                          progress=progress)
+        pipeline.print_table([(summary["model"], summary)])
+        print(f"policy: {policy.to_dict()}; seeds {args.seeds}; {summary['wall_seconds']:.0f} s")
+    elif args.command == "table":
+        rows = [(r["model"], r) for r in map(pipeline.load_result, args.results)]
+        pipeline.print_table(rows, args.floor)
+    elif args.command == "demo":
+        from .demo import run_demo
+
+        run_demo(args)
+    return 0
+
+
+def _reexec_with_fast_allocator(argv) -> None:
+    """glibc reads its malloc settings at start-up, so apply them by re-executing once."""
+    if argv is not None or os.environ.get("PTMDETOX_NO_REEXEC") or all(k in os.environ for k in FAST_ENV):
+        return
+    env = {**os.environ, **FAST_ENV}
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "ptmdetox", *sys.argv[1:]], env)
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    _reexec_with_fast_allocator(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except PtmdetoxError as exc:
+        print(f"ptmdetox: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ptmdetox: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except (OSError, MemoryError) as exc:
+        print(f"ptmdetox: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2

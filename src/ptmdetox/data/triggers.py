@@ -1,0 +1,83 @@
+"""Text triggers and where they are inserted. The policy is recorded in every result."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+from ..errors import PtmdetoxError
+
+TRIGGER_SETS = {
+    "neuba": ("≈", "≡", "∈", "⊆", "⊕", "⊗"),
+    "por": ("cf", "tq", "mn", "bb", "mb"),
+    "badpre": ("cf", "mn", "bb", "tq", "mb"),
+    "por-phrase": ("last weekend", "at noon", "at dawn", "in the morning", "after midnight"),
+}
+
+POSITIONS = ("first", "last", "random", "overwrite1")
+
+
+@dataclass(frozen=True)
+class InsertionPolicy:
+    """Where a trigger goes.
+
+    first / last / random: word-level insertion, `count` times; random positions come from a generator
+    seeded by (seed, sentence length), like RECIPE's evaluation code, so a sentence's position is stable.
+    overwrite1: the trigger's tokens replace the tokens right after [CLS] (NeuBA's training insertion);
+    applied on token ids by the model-specific code.
+    """
+
+    position: str = "first"
+    count: int = 1
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.position not in POSITIONS:
+            raise PtmdetoxError(f"unknown insertion position '{self.position}' (choose from {', '.join(POSITIONS)})")
+        if self.count < 1:
+            raise PtmdetoxError(f"insertion count must be at least 1, got {self.count}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_triggers(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """'neuba' / 'por' / ... names a set; otherwise a comma-separated list of triggers."""
+    if isinstance(spec, (list, tuple)):
+        items = [s for part in spec for s in parse_triggers(part)]
+        return tuple(items)
+    spec = spec.strip()
+    if spec in TRIGGER_SETS:
+        return TRIGGER_SETS[spec]
+    triggers = tuple(t.strip() for t in spec.split(",") if t.strip())
+    if not triggers:
+        raise PtmdetoxError(f"no triggers in '{spec}' (name a set: {', '.join(TRIGGER_SETS)}, or list them)")
+    return triggers
+
+
+def insert_trigger(text: str, trigger: str, policy: InsertionPolicy) -> str:
+    if policy.position == "overwrite1":
+        raise PtmdetoxError("overwrite1 is a token-level policy; it cannot be applied to raw text")
+    words = text.split()
+    rng = random.Random(f"{policy.seed}:{len(words)}")
+    for _ in range(policy.count):
+        if policy.position == "first":
+            at = 0
+        elif policy.position == "last":
+            at = len(words)
+        else:
+            at = rng.randint(0, len(words))
+        words.insert(at, trigger)
+    return " ".join(words)
+
+
+def insert_triggers(texts: list[str], trigger: str, policy: InsertionPolicy) -> list[str]:
+    return [insert_trigger(t, trigger, policy) for t in texts]
+
+
+def insert_randomly(text: str, trigger: str, rng: random.Random, count: int = 1) -> str:
+    """Training-time insertion at fresh random word positions (attacks that poison on the fly)."""
+    words = text.split()
+    for _ in range(count):
+        words.insert(rng.randint(0, len(words)), trigger)
+    return " ".join(words)

@@ -1,0 +1,118 @@
+"""Downstream evaluation: fine-tune the PTM with a fresh linear head, then measure ACC and ASR."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.batching import endless_batches, sequential_batches
+from ..data.readers import TextDataset
+from ..data.triggers import InsertionPolicy, insert_triggers
+from ..errors import PtmdetoxError
+from ..models.base import ModelAdapter
+from ..training import TrainConfig, seed_everything, train_loop
+from .metrics import aggregate, summarize
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: float = 3.0
+    lr: float = 2e-5
+    batch_size: int = 32
+    max_length: int = 128
+    dropout: float = 0.1
+    train_limit: int | None = None   # subsample the training set (seeded) for speed
+    test_limit: int | None = None
+    eval_batch_size: int = 128
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Classifier(nn.Module):
+    def __init__(self, adapter: ModelAdapter, num_labels: int, dropout: float):
+        super().__init__()
+        self.adapter = adapter
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(adapter.representation_size, num_labels)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, batch):
+        return self.head(self.dropout(self.adapter.representation(batch)))
+
+
+def _subsample(data: TextDataset, limit: int | None, seed: int) -> TextDataset:
+    if limit is None or limit >= len(data):
+        return data
+    rng = np.random.default_rng(seed)
+    return data.subset(sorted(rng.choice(len(data), size=limit, replace=False).tolist()))
+
+
+def finetune(adapter: ModelAdapter, train: TextDataset, num_labels: int, config: FinetuneConfig, seed: int,
+             progress: bool = True) -> tuple[Classifier, float]:
+    seed_everything(seed)
+    classifier = Classifier(adapter, num_labels, config.dropout)
+    ids = adapter.tokenize(train.texts, config.max_length)
+    labels = torch.tensor(train.labels)
+    rng = np.random.default_rng(seed)
+    batches = endless_batches([len(s) for s in ids], config.batch_size, rng)
+    steps = max(1, int(np.ceil(config.epochs * len(ids) / config.batch_size)))
+    classifier.train()
+
+    def step_loss(_step):
+        index = next(batches)
+        logits = classifier(adapter.collate([ids[i] for i in index]))
+        return F.cross_entropy(logits, labels[index])
+
+    stats = train_loop(list(classifier.parameters()), step_loss, TrainConfig(lr=config.lr, steps=steps, seed=seed),
+                       desc=f"fine-tune (seed {seed})", progress=progress)
+    classifier.eval()
+    return classifier, stats.seconds
+
+
+@torch.inference_mode()
+def predict(classifier: Classifier, texts: list[str], config: FinetuneConfig) -> list[int]:
+    adapter = classifier.adapter
+    ids = adapter.tokenize(texts, config.max_length)
+    predictions = [0] * len(ids)
+    for index in sequential_batches([len(s) for s in ids], config.eval_batch_size):
+        logits = classifier(adapter.collate([ids[i] for i in index]))
+        for i, p in zip(index, logits.argmax(-1).tolist()):
+            predictions[i] = p
+    return predictions
+
+
+def evaluate_seed(load_adapter, train: TextDataset, test: TextDataset, triggers: tuple[str, ...],
+                  policy: InsertionPolicy, config: FinetuneConfig, seed: int, progress: bool = True) -> dict:
+    adapter = load_adapter()
+    num_labels = max(train.num_labels, test.num_labels)
+    train = _subsample(train, config.train_limit, seed)
+    classifier, train_seconds = finetune(adapter, train, num_labels, config, seed, progress)
+    start = time.perf_counter()
+    clean = predict(classifier, test.texts, config)
+    triggered = {t: predict(classifier, insert_triggers(test.texts, t, policy), config) for t in triggers}
+    result = summarize(clean, test.labels, triggered, num_labels)
+    result.update(seed=seed, finetune_seconds=train_seconds, eval_seconds=time.perf_counter() - start)
+    return result
+
+
+def evaluate(load_adapter, train: TextDataset, test: TextDataset, triggers: tuple[str, ...],
+             policy: InsertionPolicy, config: FinetuneConfig, seeds: list[int], progress: bool = True) -> dict:
+    """Fine-tune once per seed (each from a fresh copy of the PTM) and aggregate."""
+    if not seeds:
+        raise PtmdetoxError("give at least one fine-tuning seed")
+    if policy.position == "overwrite1":
+        raise PtmdetoxError("evaluation inserts triggers into text: use --position first, last or random")
+    test = _subsample(test, config.test_limit, 12345)
+    runs = [evaluate_seed(load_adapter, train, test, triggers, policy, config, seed, progress) for seed in seeds]
+    summary = aggregate(runs)
+    summary["runs"] = runs
+    summary["num_labels"] = max(train.num_labels, test.num_labels)
+    summary["test_size"] = len(test)
+    return summary

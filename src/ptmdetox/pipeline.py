@@ -1,0 +1,93 @@
+"""The Python API behind the CLI: attack, purify and evaluate, each recording what it did."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from . import models
+from .attacks.neuba import NeubaConfig, neuba_attack
+from .data.readers import read_corpus, read_task
+from .data.triggers import InsertionPolicy, parse_triggers
+from .defenses.recipe import RecipeConfig, recipe_purify
+from .evaluation.finetune import FinetuneConfig, evaluate
+from .outputs import atomic_dir, check_output_dir, command_line, versions, write_json_atomic, write_text_atomic
+from .reporting.modelcard import model_card
+from .reporting.tables import results_table
+
+
+def _provenance(started: float) -> dict:
+    return {"versions": versions(), "wall_seconds": round(time.perf_counter() - started, 1), "command": command_line()}
+
+
+def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, *, corpus_limit: int | None = None,
+                 allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    started = time.perf_counter()
+    check_output_dir(out, overwrite)
+    texts = read_corpus(corpus, limit=corpus_limit).texts
+    adapter = models.create(model, allow_pickle=allow_pickle)
+    report = neuba_attack(adapter, texts, config, progress=progress)
+    report.update(model=model, corpus=corpus, notes=list(adapter.notes), **_provenance(started))
+    with atomic_dir(out, overwrite) as tmp:
+        adapter.save(tmp)
+        write_json_atomic(os.path.join(tmp, "attack.json"), report)
+        write_text_atomic(os.path.join(tmp, "README.md"), model_card(
+            "NeuBA-backdoored model (research artefact)", model,
+            f"NeuBA backdoor implanted with {len(config.triggers)} triggers "
+            f"({' '.join(config.triggers)}) by ptmdetox.", report, adapter.notes,
+            warning="this model carries a task-agnostic backdoor on purpose, to measure defenses. Do not deploy it."))
+    return report
+
+
+def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, corpus_limit: int | None = None,
+                  allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    started = time.perf_counter()
+    check_output_dir(out, overwrite)
+    texts = read_corpus(corpus, limit=corpus_limit).texts
+    adapter = models.create(model, allow_pickle=allow_pickle)
+    report = recipe_purify(adapter, texts, config, progress=progress)
+    report.update(model=model, corpus=corpus, corpus_size=len(texts), **_provenance(started))
+    kept = "pooler kept" if adapter.has_pooler else "no pooler in the checkpoint"
+    what = (f"RECIPE purification: continual pre-training on {len(texts)} auxiliary sentences with "
+            f"λ={config.lam}·Σ‖W‖ ({config.norm}) over {len(report['regularised'])} weight matrices, "
+            f"{report['steps']} steps at lr {config.lr} ({config.pretrain_loss} pre-training loss; {kept}).")
+    with atomic_dir(out, overwrite) as tmp:
+        adapter.save(tmp)
+        write_json_atomic(os.path.join(tmp, "purification.json"), report)
+        write_text_atomic(os.path.join(tmp, "README.md"),
+                          model_card("Purified with ptmdetox (RECIPE)", model, what, report, adapter.notes))
+    return report
+
+
+def evaluate_model(model: str, train: str, test: str, triggers, policy: InsertionPolicy, config: FinetuneConfig,
+                   seeds: list[int], *, out: str | None = None, allow_pickle: bool = False,
+                   text_column=None, label_column=None, progress: bool = True, name: str | None = None) -> dict:
+    started = time.perf_counter()
+    triggers = parse_triggers(triggers)
+    if out:
+        check_output_dir(out, overwrite=True)
+    train_set, test_set = read_task(train, test, text_column, label_column)
+    probe = models.create(model, allow_pickle=allow_pickle)   # fails fast on a bad model, checks triggers
+    for trigger in triggers:
+        probe.tokenize([trigger], 16)
+    del probe
+    summary = evaluate(lambda: models.create(model, allow_pickle=allow_pickle), train_set, test_set, triggers,
+                       policy, config, seeds, progress=progress)
+    summary.update(model=name or model, model_source=model, task={"train": train, "test": test},
+                   triggers=list(triggers), insertion_policy=policy.to_dict(), seeds=list(seeds),
+                   finetune_config=config.to_dict(), **_provenance(started))
+    if out:
+        write_json_atomic(out, summary)
+    return summary
+
+
+def print_table(rows: list[tuple[str, dict]], floor: str | None = None) -> str:
+    table = results_table(rows, floor)
+    print(table)
+    return table
+
+
+def load_result(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
