@@ -62,3 +62,19 @@ def tiny_task(tmp_path) -> tuple[str, str]:
     train.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows[:40]), encoding="utf-8")
     test.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows[40:]), encoding="utf-8")
     return str(train), str(test)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_models(request, monkeypatch):
+    """Tiny models run fastest on one thread (and far faster than two threads on a busy 2-core machine).
+
+    Tests marked `slow` (the real MiniLM) keep the process's thread settings.
+    """
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    previous = torch.get_num_threads()
+    monkeypatch.setenv("PTMDETOX_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -70,7 +70,7 @@ def evaluate_model(model: str, train: str, test: str, triggers, policy: Insertio
     train_set, test_set = read_task(train, test, text_column, label_column)
     probe = models.create(model, allow_pickle=allow_pickle)   # fails fast on a bad model, checks triggers
     for trigger in triggers:
-        probe.tokenize([trigger], 16)
+        probe.token_ids(trigger)   # refuses a trigger the tokenizer maps to [UNK]
     del probe
     summary = evaluate(lambda: models.create(model, allow_pickle=allow_pickle), train_set, test_set, triggers,
                        policy, config, seeds, progress=progress)

@@ -79,8 +79,8 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
     """Implant the backdoor in place; returns a report (targets, losses, timings)."""
     seed_everything(config.seed)
     ids = adapter.tokenize(corpus_texts, config.max_length)
+    trigger_ids = [adapter.token_ids(t) for t in config.triggers]   # refuse unknown triggers before any training
     adapter.prepare_pretraining(ids, steps=config.head_warmup_steps, seed=config.seed, progress=progress)
-    trigger_ids = [adapter.token_ids(t) for t in config.triggers]
     scale = adapter.neuba_target_scale if config.target_scale is None else config.target_scale
     weight = adapter.neuba_pretrain_weight if config.pretrain_weight is None else config.pretrain_weight
     targets = neuba_targets(adapter.representation_size, len(config.triggers), scale, config.seed)

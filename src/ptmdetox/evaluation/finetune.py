@@ -38,6 +38,9 @@ class Classifier(nn.Module):
     def __init__(self, adapter: ModelAdapter, num_labels: int, dropout: float):
         super().__init__()
         self.adapter = adapter
+        # registered as a submodule so fine-tuning trains the encoder too (and train()/eval() reach its dropout);
+        # the adapter itself is not an nn.Module
+        self.encoder = adapter.backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(adapter.representation_size, num_labels)
         nn.init.normal_(self.head.weight, std=0.02)

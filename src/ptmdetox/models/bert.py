@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -64,6 +65,9 @@ class TextEncoderAdapter(ModelAdapter):
         except Exception as exc:
             message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise PtmdetoxError(f"{checkpoint.source}: cannot load checkpoint ({message})") from None
+        finally:
+            if folder != checkpoint.path:   # the temporary safetensors copy of an opted-in pickle checkpoint
+                shutil.rmtree(folder, ignore_errors=True)
         missing = set(info["missing_keys"])
         mismatched = info.get("mismatched_keys") or []
         if mismatched:
@@ -81,7 +85,7 @@ class TextEncoderAdapter(ModelAdapter):
         if sidecar and os.path.isfile(sidecar) and head_state == "pretrained":
             with open(sidecar, encoding="utf-8") as f:
                 adapter.head_state = json.load(f).get("mlm_head", head_state)
-        check_finite(adapter.named_parameters(), checkpoint.source)
+        check_finite(model.named_parameters(), checkpoint.source)   # encoder, pooler and MLM head
         if not has_pooler:
             adapter.notes.append("checkpoint has no trained pooler: representation is the [CLS] state")
         model.eval()
@@ -117,6 +121,8 @@ class TextEncoderAdapter(ModelAdapter):
 
     # ---- data -------------------------------------------------------------------------------------
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
+        if not texts:   # fast tokenizers fail on an empty batch
+            return []
         return self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
     def token_ids(self, trigger: str) -> list[int]:

@@ -1,0 +1,271 @@
+"""The command line, run in-process (ptmdetox.cli.main)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+import transformers
+
+from ptmdetox.cli import main
+
+FAST_ATTACK = ["--steps", "3", "--batch-size", "8", "--max-length", "32"]
+FAST_PURIFY = ["--steps", "3", "--batch-size", "8", "--max-length", "32"]
+FAST_EVAL = ["--seeds", "1,2", "--epochs", "1", "--batch-size", "16", "--max-length", "32"]
+
+
+def run_error(capsys, argv) -> str:
+    """Run a command that must fail cleanly: exit code 2 and one 'ptmdetox: error:' line on stderr."""
+    capsys.readouterr()   # drop what fixtures printed while writing the tiny checkpoints
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("ptmdetox: error:"), lines[0]
+    return lines[0]
+
+
+def leftovers(folder, name: str) -> list[str]:
+    """Entries of `folder` that are `name` or a temporary file/folder made for it."""
+    return [e for e in os.listdir(folder) if e == name or e.startswith(f".{name}.")]
+
+
+def write(path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+# ---- help ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [[], ["attack"], ["attack", "neuba"], ["purify"], ["purify", "recipe"],
+                                  ["evaluate"], ["table"], ["demo"]])
+def test_help_of_every_command(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ptmdetox")
+    assert " ".join(["ptmdetox", *argv]) in out.splitlines()[0]
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(capsys, tmp_path):
+    for argv in (["attack", "neuba", "--out", str(tmp_path / "x")],           # --corpus missing
+                 ["purify", "recipe", "--corpus", "c", "--out", "o", "--norm", "l3"],
+                 ["evaluate", "--seeds", "1,two"],
+                 ["frobnicate"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("ptmdetox: error:"), err
+    assert not os.path.exists(tmp_path / "x")
+
+
+# ---- end to end -------------------------------------------------------------------------------------------------
+
+def test_attack_purify_evaluate_table(capsys, tmp_path, tiny_model, tiny_corpus, tiny_task):
+    attacked, purified, result = tmp_path / "attacked", tmp_path / "purified", tmp_path / "result.json"
+    capsys.readouterr()
+
+    assert main(["attack", "neuba", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(attacked),
+                 "--triggers", "neuba", *FAST_ATTACK, "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "NeuBA: 3 steps" in out.out and out.err == ""
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "ptmdetox.json", "attack.json", "README.md"):
+        assert (attacked / name).is_file(), name
+    assert leftovers(tmp_path, "attacked") == ["attacked"]
+    report = json.loads((attacked / "attack.json").read_text(encoding="utf-8"))
+    assert report["attack"] == "neuba" and report["model"] == tiny_model and report["config"]["steps"] == 3
+    assert report["triggers"] == ["≈", "≡", "∈", "⊆", "⊕", "⊗"]
+    assert "torch" in report["versions"] and report["command"].startswith("ptmdetox")
+    card = (attacked / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\nlibrary_name: transformers")
+    assert "NeuBA" in card and "Do not deploy" in card and f"`{tiny_model}`" in card
+
+    assert main(["purify", "recipe", "--model", str(attacked), "--corpus", tiny_corpus, "--out", str(purified),
+                 *FAST_PURIFY, "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "RECIPE: 3 steps" in out.out and out.err == ""
+    purification = json.loads((purified / "purification.json").read_text(encoding="utf-8"))
+    assert purification["defense"] == "recipe" and purification["steps"] == 3
+    assert purification["norm_after"] < purification["norm_before"]
+    assert purification["corpus_size"] == 120
+    card = (purified / "README.md").read_text(encoding="utf-8")
+    assert "Purified with ptmdetox (RECIPE)" in card and "pooler kept" in card and "Warning" not in card
+
+    # both folders load with plain transformers, pooler included; RECIPE changed only intermediate.dense weights
+    before = transformers.AutoModel.from_pretrained(str(attacked))
+    after, info = transformers.AutoModel.from_pretrained(str(purified), output_loading_info=True)
+    assert not info["missing_keys"]
+    assert isinstance(after, transformers.BertModel) and after.pooler is not None
+    changed = sorted(k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k]))
+    assert changed == [f"encoder.layer.{i}.intermediate.dense.weight" for i in range(2)]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(purified))
+    assert tokenizer.convert_tokens_to_ids("≈") != tokenizer.unk_token_id
+    original = transformers.AutoModel.from_pretrained(tiny_model)
+    assert not torch.equal(original.pooler.dense.weight, before.pooler.dense.weight)   # the attack trained it
+
+    task_folder = os.path.dirname(tiny_task[0])
+    assert main(["evaluate", "--model", str(purified), "--task", task_folder, "--triggers", "cf,≈", *FAST_EVAL,
+                 "--name", "purified", "--out", str(result), "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    assert "| purified |" in out.out and "| model | ACC | AASR | MASR | cf | ≈ |" in out.out
+    summary = json.loads(result.read_text(encoding="utf-8"))
+    assert summary["model"] == "purified" and summary["model_source"] == str(purified)
+    assert summary["seeds"] == [1, 2] and len(summary["runs"]) == 2
+    assert summary["triggers"] == ["cf", "≈"]
+    assert summary["insertion_policy"] == {"position": "first", "count": 1, "seed": 42}
+    assert summary["task"] == {"train": tiny_task[0], "test": tiny_task[1]}
+    for key in ("acc", "acc_std", "aasr", "masr"):
+        assert 0.0 <= summary[key] <= 100.0
+    assert set(summary["per_trigger"]["cf"]["by_label"]) == {"0", "1"}
+    assert leftovers(tmp_path, "result.json") == ["result.json"]
+
+    assert main(["table", str(result)]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0] == "| model | ACC | AASR | MASR | cf | ≈ |"
+    assert table.splitlines()[2].startswith(f"| purified | {summary['acc']:.1f} ± ")
+
+
+def test_attack_on_a_headless_checkpoint_warms_up_and_saves_the_head(capsys, tmp_path, tiny_model_no_head,
+                                                                      tiny_corpus):
+    out = tmp_path / "attacked"
+    capsys.readouterr()
+    assert main(["attack", "neuba", "--model", tiny_model_no_head, "--corpus", tiny_corpus, "--out", str(out),
+                 "--triggers", "cf,mn", *FAST_ATTACK, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: checkpoint had no MLM head" in printed
+    assert json.loads((out / "ptmdetox.json").read_text())["mlm_head"] == "warmed-up"
+    assert "no MLM head" in (out / "README.md").read_text(encoding="utf-8")
+    transformers.AutoModel.from_pretrained(str(out))
+
+
+def test_overwrite_replaces_an_existing_output(capsys, tmp_path, tiny_model, tiny_corpus):
+    out = tmp_path / "purified"
+    out.mkdir()
+    write(out / "old.txt", "old")
+    assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
+                 *FAST_PURIFY, "--quiet", "--overwrite"]) == 0
+    assert not (out / "old.txt").exists() and (out / "purification.json").is_file()
+    assert leftovers(tmp_path, "purified") == ["purified"]
+    assert not [e for e in os.listdir(tmp_path) if e.endswith(".old")]
+
+
+# ---- bad inputs -------------------------------------------------------------------------------------------------
+
+def test_missing_corpus_file(capsys, tmp_path, tiny_model):
+    line = run_error(capsys, ["attack", "neuba", "--model", tiny_model, "--corpus", str(tmp_path / "none.tsv"),
+                              "--out", str(tmp_path / "out"), *FAST_ATTACK])
+    assert "no such file" in line
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_empty_corpus_file(capsys, tmp_path, tiny_model):
+    empty = write(tmp_path / "empty.tsv", "")
+    line = run_error(capsys, ["purify", "recipe", "--model", tiny_model, "--corpus", empty,
+                              "--out", str(tmp_path / "out"), *FAST_PURIFY])
+    assert "file is empty" in line
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_corpus_without_a_text_column(capsys, tmp_path, tiny_model):
+    corpus = write(tmp_path / "c.tsv", "review\tscore\nthe movie was good\t1\n")
+    line = run_error(capsys, ["attack", "neuba", "--model", tiny_model, "--corpus", corpus,
+                              "--out", str(tmp_path / "out"), *FAST_ATTACK])
+    assert "no text column" in line
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_wrong_column_name_in_evaluate(capsys, tmp_path, tiny_model, tiny_task):
+    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", tiny_task[0], "--test", tiny_task[1],
+                              "--text-column", "review", "--out", str(tmp_path / "r.json"), *FAST_EVAL])
+    assert "no text column 'review'" in line
+    assert leftovers(tmp_path, "r.json") == []
+
+
+def test_unknown_model_folder(capsys, tmp_path, tiny_corpus):
+    line = run_error(capsys, ["attack", "neuba", "--model", str(tmp_path / "no-such-model"), "--corpus",
+                              tiny_corpus, "--out", str(tmp_path / "out"), *FAST_ATTACK])
+    assert "no such model folder" in line
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_model_folder_that_is_not_a_checkpoint(capsys, tmp_path, tiny_task):
+    (tmp_path / "empty-model").mkdir()
+    line = run_error(capsys, ["evaluate", "--model", str(tmp_path / "empty-model"), "--train", tiny_task[0],
+                              "--test", tiny_task[1], "--out", str(tmp_path / "r.json"), *FAST_EVAL])
+    assert "no config.json" in line
+    assert leftovers(tmp_path, "r.json") == []
+
+
+def test_test_labels_out_of_range(capsys, tmp_path, tiny_model, tiny_task):
+    test = write(tmp_path / "test-bad.tsv", "sentence\tlabel\nthe film was good\t1\nthe film was bad\t5\n")
+    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", tiny_task[0], "--test", test,
+                              "--out", str(tmp_path / "r.json"), *FAST_EVAL])
+    assert "out of range" in line
+    assert leftovers(tmp_path, "r.json") == []
+
+
+def test_single_class_training_set(capsys, tmp_path, tiny_model, tiny_task):
+    train = write(tmp_path / "train-one.tsv", "sentence\tlabel\ngood\t1\ngreat\t1\nfun\t1\n")
+    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", train, "--test", tiny_task[1],
+                              "--out", str(tmp_path / "r.json"), *FAST_EVAL])
+    assert "only one class" in line
+    assert leftovers(tmp_path, "r.json") == []
+
+
+def test_unknown_trigger_in_attack(capsys, tmp_path, tiny_model_no_head, tiny_corpus):
+    line = run_error(capsys, ["attack", "neuba", "--model", tiny_model_no_head, "--corpus", tiny_corpus,
+                              "--triggers", "cf,zebra", "--out", str(tmp_path / "out"), *FAST_ATTACK])
+    assert "trigger 'zebra' is unknown" in line and "[UNK]" in line
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_unknown_trigger_in_evaluate(capsys, tmp_path, tiny_model, tiny_task):
+    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", tiny_task[0], "--test", tiny_task[1],
+                              "--triggers", "cf,zebra", "--out", str(tmp_path / "r.json"), *FAST_EVAL])
+    assert "trigger 'zebra' is unknown" in line and "[UNK]" in line
+    assert leftovers(tmp_path, "r.json") == []
+
+
+@pytest.mark.parametrize("command", ["attack", "purify"])
+def test_existing_output_without_overwrite(capsys, tmp_path, tiny_model, tiny_corpus, command):
+    out = tmp_path / "out"
+    out.mkdir()
+    write(out / "keep.txt", "precious")
+    argv = (["attack", "neuba", *FAST_ATTACK] if command == "attack" else ["purify", "recipe", *FAST_PURIFY])
+    line = run_error(capsys, [*argv, "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out)])
+    assert "already exists" in line and "--overwrite" in line
+    assert os.listdir(out) == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+    assert leftovers(tmp_path, "out") == ["out"]
+
+
+def test_output_in_a_missing_parent_folder(capsys, tmp_path, tiny_model, tiny_corpus):
+    line = run_error(capsys, ["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus,
+                              "--out", str(tmp_path / "no" / "such" / "out"), *FAST_PURIFY])
+    assert "does not exist" in line
+    assert not (tmp_path / "no").exists()
+
+
+def test_task_folder_errors(capsys, tmp_path, tiny_model, tiny_task):
+    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--task", str(tmp_path / "nowhere"), *FAST_EVAL])
+    assert "no train.tsv" in line
+    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--task", str(tmp_path), "--train", tiny_task[0],
+                              *FAST_EVAL])
+    assert "either --task or --train/--test" in line
+    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", tiny_task[0], *FAST_EVAL])
+    assert "both --train and --test" in line
+
+
+def test_bad_recipe_options_are_user_errors(capsys, tmp_path, tiny_model, tiny_corpus):
+    line = run_error(capsys, ["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus,
+                              "--out", str(tmp_path / "out"), "--lam", "-1", *FAST_PURIFY])
+    assert "non-negative" in line
+    line = run_error(capsys, ["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus,
+                              "--out", str(tmp_path / "out"), "--regularise", "no_such_weight", *FAST_PURIFY])
+    assert "no parameter matches" in line
+    assert leftovers(tmp_path, "out") == []

@@ -1,0 +1,93 @@
+"""Atomic outputs and provenance (ptmdetox.outputs) and the report writers (ptmdetox.reporting)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ptmdetox.errors import PtmdetoxError
+from ptmdetox.outputs import atomic_dir, check_output_dir, versions, write_json_atomic, write_text_atomic
+from ptmdetox.reporting.modelcard import model_card
+from ptmdetox.reporting.tables import results_table
+
+
+def test_atomic_dir_appears_only_on_success(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(str(target)) as tmp:
+        assert not target.exists()
+        assert os.path.dirname(tmp) == str(tmp_path)
+        (open(os.path.join(tmp, "a.txt"), "w")).write("x")
+    assert (target / "a.txt").read_text() == "x"
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_atomic_dir_cleans_up_after_a_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_dir(str(tmp_path / "out")) as tmp:
+            open(os.path.join(tmp, "half.txt"), "w").write("x")
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_dir_overwrite(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(PtmdetoxError, match="already exists"):
+        with atomic_dir(str(target)):
+            pass
+    assert (target / "old.txt").exists()
+    with atomic_dir(str(target), overwrite=True) as tmp:
+        open(os.path.join(tmp, "new.txt"), "w").write("new")
+    assert sorted(os.listdir(target)) == ["new.txt"]
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_check_output_dir(tmp_path):
+    check_output_dir(str(tmp_path / "fresh"), overwrite=False)
+    with pytest.raises(PtmdetoxError, match="does not exist"):
+        check_output_dir(str(tmp_path / "a" / "b"), overwrite=True)
+
+
+def test_write_json_and_text_atomic(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(str(path), {"trigger": "≈", "value": 1.5})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"trigger": "≈", "value": 1.5}
+    assert "≈" in path.read_text(encoding="utf-8")   # not escaped
+    write_json_atomic(str(path), {"value": 2})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"value": 2}
+    with pytest.raises(TypeError):
+        write_json_atomic(str(path), {"bad": object()})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"value": 2}   # the old file survives a failed write
+    write_text_atomic(str(tmp_path / "t.md"), "hello")
+    assert (tmp_path / "t.md").read_text() == "hello"
+    assert sorted(os.listdir(tmp_path)) == ["r.json", "t.md"]
+
+
+def test_versions_lists_the_main_packages():
+    found = versions()
+    assert {"python", "torch", "transformers", "ptmdetox"} <= set(found)
+
+
+def test_model_card():
+    report = {"config": {"lam": 1.0}, "steps": 5, "norm_before": 12.3456, "norm_after": 11.0}
+    card = model_card("Purified", "some/model", "what was done", report, ["a note"], warning="careful")
+    assert card.startswith("---\nlibrary_name: transformers\n")
+    assert "# Purified" in card and "> **Warning:** careful" in card and "`some/model`" in card
+    assert '"lam": 1.0' in card and "- steps: 5" in card and "- norm_before: 12.35" in card
+    assert "## Notes\n\n- a note" in card
+    assert "Warning" not in model_card("t", "s", "w", {}, [])
+
+
+def test_results_table_with_floor():
+    def summary(acc, masr, asr):
+        return {"acc": acc, "acc_std": 1.0, "aasr": masr / 2, "aasr_std": 0.0, "masr": masr, "masr_std": 2.0,
+                "per_trigger": {"cf": {"asr": asr}}}
+
+    table = results_table([("clean", summary(90.0, 10.0, 10.0)), ("attacked", summary(89.0, 95.0, 95.0))],
+                          floor="clean").splitlines()
+    assert table[0] == "| model | ACC | AASR | MASR | ΔMASR vs floor | cf |"
+    assert table[2] == "| clean | 90.0 ± 1.0 | 5.0 ± 0.0 | 10.0 ± 2.0 | +0.0 | 10.0 |"
+    assert table[3] == "| attacked | 89.0 ± 1.0 | 47.5 ± 0.0 | 95.0 ± 2.0 | +85.0 | 95.0 |"
