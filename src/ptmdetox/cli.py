@@ -108,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("results", nargs="+", help="result JSON files")
     table.add_argument("--floor", help="name of the row to use as the clean floor")
 
+    bench = sub.add_parser("bench", help="run a benchmark suite (bench/SUITE.yaml): cached, resumable",
+                           description="Builds every model of the suite (cached by a hash of its config chain), "
+                                       "evaluates each on each task and seed, and writes results/SUITE.json and .md. "
+                                       "Re-running resumes from the cache.")
+    bench.add_argument("suite", help="suite name in bench/ or a YAML path")
+    bench.add_argument("--quick", action="store_true", help="the suite's small smoke-test variant")
+    bench.add_argument("--cache", default="runs/cache")
+    bench.add_argument("--results", default="results")
+    bench.add_argument("--quiet", action="store_true")
+
     demo = sub.add_parser("demo", help="attack, purify and evaluate the embedded MiniLM on a sentiment task",
                           description="Runs offline on the embedded MiniLM-L6 and pip-installed tweets: NeuBA attack, "
                                       "RECIPE purification, fine-tuning of clean/attacked/purified models, a table.")
@@ -192,6 +202,10 @@ def run(args) -> int:
     elif args.command == "table":
         rows = [(r["model"], r) for r in map(pipeline.load_result, args.results)]
         pipeline.print_table(rows, args.floor)
+    elif args.command == "bench":
+        from .bench import run_suite
+
+        run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress)
     elif args.command == "demo":
         from .demo import run_demo
 
