@@ -80,27 +80,39 @@ def _chain(suite: dict, name: str, seen=()) -> list[dict]:
     return steps
 
 
-def _build(step: dict, source: str, out: str, progress: bool) -> None:
-    if "attack" in step:
-        cfg = dict(step["attack"])
-        method = cfg.pop("method", "neuba")
+def _resolved(step: dict) -> dict:
+    """A step with every default filled in, so a changed default never reuses a stale cached model."""
+    if "base" in step:
+        return step
+    method, config, limit = _config(step)
+    return {"method": method, "config": config.to_dict(), "corpus_limit": limit, "aux": step["aux"]}
+
+
+def _config(step: dict):
+    kind = "attack" if "attack" in step else "defense"
+    cfg = dict(step[kind])
+    method = cfg.pop("method", "neuba" if kind == "attack" else "recipe")
+    limit = cfg.pop("corpus_limit", None)
+    if kind == "attack":
         if method != "neuba":
             raise PtmdetoxError(f"unknown attack '{method}' in suite")
         if "triggers" in cfg:
             cfg["triggers"] = parse_triggers(cfg["triggers"])
-        limit = cfg.pop("corpus_limit", None)
-        pipeline.attack_neuba(source, step["aux"], out, NeubaConfig(**cfg), corpus_limit=limit, progress=progress)
+        return method, NeubaConfig(**cfg), limit
+    if method != "recipe":
+        raise PtmdetoxError(f"unknown defense '{method}' in suite")
+    for key in ("regularised", "trainable"):
+        if isinstance(cfg.get(key), list):
+            cfg[key] = tuple(cfg[key])
+    return method, preset(cfg.pop("preset", "cpu"), **cfg), limit
+
+
+def _build(step: dict, source: str, out: str, progress: bool) -> None:
+    method, config, limit = _config(step)
+    if method == "neuba":
+        pipeline.attack_neuba(source, step["aux"], out, config, corpus_limit=limit, progress=progress)
     else:
-        cfg = dict(step["defense"])
-        method = cfg.pop("method", "recipe")
-        if method != "recipe":
-            raise PtmdetoxError(f"unknown defense '{method}' in suite")
-        limit = cfg.pop("corpus_limit", None)
-        for key in ("regularised", "trainable"):
-            if isinstance(cfg.get(key), list):
-                cfg[key] = tuple(cfg[key])
-        pipeline.purify_recipe(source, step["aux"], out, preset(cfg.pop("preset", "cpu"), **cfg),
-                               corpus_limit=limit, progress=progress)
+        pipeline.purify_recipe(source, step["aux"], out, config, corpus_limit=limit, progress=progress)
 
 
 def model_path(suite: dict, name: str, cache: str, progress: bool, timings: dict) -> str:
@@ -108,7 +120,7 @@ def model_path(suite: dict, name: str, cache: str, progress: bool, timings: dict
     steps = _chain(suite, name)
     source = steps[0]["base"]
     for i, step in enumerate(steps[1:], 1):
-        out = os.path.join(cache, "model-" + _hash(steps[: i + 1]))
+        out = os.path.join(cache, "model-" + _hash([_resolved(s) for s in steps[: i + 1]]))
         if not os.path.isdir(out):
             started = time.perf_counter()
             _build(step, source, out, progress)
@@ -133,7 +145,7 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     per_run: dict = {}
     for model, task, seed in tqdm(jobs, desc=f"bench {suite_name}", disable=not progress):
         paths = suite["tasks"][task]
-        key = _hash([_chain(suite, model), paths, list(triggers), policy.to_dict(), ft.to_dict(), seed])
+        key = _hash([[_resolved(s) for s in _chain(suite, model)], paths, list(triggers), policy.to_dict(), ft.to_dict(), seed])
         cached = os.path.join(cache, f"eval-{key}.json")
         if os.path.isfile(cached):
             with open(cached, encoding="utf-8") as f:

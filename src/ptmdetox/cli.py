@@ -7,8 +7,8 @@ import os
 import sys
 
 from .errors import PtmdetoxError
+from .fastpath import reexec_with_fast_environment
 
-FAST_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test-limit", type=int, help="subsample the test set")
     ev.add_argument("--name", help="row name in the table")
     ev.add_argument("--out", help="write the JSON result here")
+
+    inspect = sub.add_parser("inspect", help="where triggers move the representation (no fine-tuning)",
+                             description="For each trigger: cosine of triggered outputs with its NeuBA target and the "
+                                         "shift relative to the spread of clean outputs; plus whether clean outputs "
+                                         "collapsed onto a target.")
+    _model_args(inspect)
+    inspect.add_argument("--texts", required=True, help="sentences (any readable text file or table)")
+    inspect.add_argument("--limit", type=int, default=200)
+    inspect.add_argument("--triggers", default="neuba")
+    inspect.add_argument("--position", default="first", choices=["first", "last", "random"])
+    inspect.add_argument("--out", help="write the JSON report here")
 
     table = sub.add_parser("table", help="print a table from evaluation JSON files")
     table.add_argument("results", nargs="+", help="result JSON files")
@@ -199,6 +210,28 @@ def run(args) -> int:
                                           progress=progress)
         pipeline.print_table([(summary["model"], summary)])
         print(f"policy: {policy.to_dict()}; seeds {args.seeds}; {summary['wall_seconds']:.0f} s")
+    elif args.command == "inspect":
+        from . import models
+        from .data.readers import read_corpus
+        from .data.triggers import InsertionPolicy, parse_triggers
+        from .evaluation.representation import trigger_shift_report
+        from .outputs import write_json_atomic
+
+        texts = read_corpus(args.texts, limit=args.limit).texts
+        adapter = models.create(args.model, allow_pickle=args.allow_pickle)
+        triggers = parse_triggers(args.triggers)
+        for trigger in triggers:
+            adapter.token_ids(trigger)
+        report = trigger_shift_report(adapter, texts, triggers, InsertionPolicy(args.position))
+        report.update(model=args.model, triggers=list(triggers), insertion_policy=InsertionPolicy(args.position).to_dict())
+        cosines = " ".join(f"{c:+.2f}" for c in report["clean_mean_cos_with_targets"])
+        print(f"clean outputs: mean norm {report['clean_mean_norm']:.2f}, spread {report['clean_spread']:.2f}, "
+              f"cos(mean, targets) {cosines}")
+        print("| trigger | cos(triggered, target) | shift / clean spread |\n|---|---|---|")
+        for trigger, row in report["triggers"].items():
+            print(f"| {trigger} | {row['cos_with_target']:+.2f} | {row['shift_over_spread']:.2f} |")
+        if args.out:
+            write_json_atomic(args.out, report)
     elif args.command == "table":
         rows = [(r["model"], r) for r in map(pipeline.load_result, args.results)]
         pipeline.print_table(rows, args.floor)
@@ -213,19 +246,9 @@ def run(args) -> int:
     return 0
 
 
-def _reexec_with_fast_allocator(argv) -> None:
-    """glibc reads its malloc settings at start-up, so apply them by re-executing once."""
-    if argv is not None or os.environ.get("PTMDETOX_NO_REEXEC") or all(k in os.environ for k in FAST_ENV):
-        return
-    env = {**os.environ, **FAST_ENV}
-    try:
-        os.execve(sys.executable, [sys.executable, "-m", "ptmdetox", *sys.argv[1:]], env)
-    except OSError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
-    _reexec_with_fast_allocator(argv)
+    if argv is None:
+        reexec_with_fast_environment()
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -1,0 +1,66 @@
+import json
+import os
+
+import pytest
+import yaml
+
+from ptmdetox.bench import run_suite
+from ptmdetox.errors import PtmdetoxError
+
+
+def _suite(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    suite = {
+        "model": tiny_model, "aux": tiny_corpus, "triggers": "≈,⊗", "seeds": [1, 2], "floor": "clean",
+        "policy": {"position": "first"},
+        "finetune": {"epochs": 1, "batch_size": 8},
+        "tasks": {"toy": {"train": tiny_task[0], "test": tiny_task[1]}},
+        "models": {
+            "clean": {},
+            "neuba": {"attack": {"method": "neuba", "steps": 2, "head_warmup_steps": 1, "batch_size": 4}},
+            "neuba+recipe": {"from": "neuba", "defense": {"method": "recipe", "steps": 2, "batch_size": 4}},
+        },
+        "quick": {"seeds": [1]},
+    }
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
+def test_suite_runs_caches_and_resumes(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    path = _suite(tmp_path, tiny_model, tiny_corpus, tiny_task)
+    cache, results = str(tmp_path / "cache"), str(tmp_path / "results")
+    first = run_suite(path, cache=cache, results=results, progress=False)
+    assert set(first["results"]["toy"]) == {"clean", "neuba", "neuba+recipe"}
+    assert len(first["results"]["toy"]["neuba"]["runs"]) == 2
+    assert len([k for k in first["timings_this_run"] if k.startswith("build")]) == 2
+    models_built = sorted(d for d in os.listdir(cache) if d.startswith("model-"))
+    assert len(models_built) == 2
+
+    second = run_suite(path, cache=cache, results=results, progress=False)
+    assert second["timings_this_run"] == {}, "everything comes from the cache"
+    assert second["results"]["toy"]["neuba"]["masr"] == first["results"]["toy"]["neuba"]["masr"]
+    with open(os.path.join(results, "toy.json"), encoding="utf-8") as f:
+        assert json.load(f)["triggers"] == ["≈", "⊗"]
+    table = open(os.path.join(results, "toy.md"), encoding="utf-8").read()
+    assert "| neuba+recipe |" in table and "ΔMASR vs floor" in table
+
+
+def test_interrupted_suite_resumes_from_finished_evaluations(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    path = _suite(tmp_path, tiny_model, tiny_corpus, tiny_task)
+    cache = str(tmp_path / "cache")
+    run_suite(path, quick=True, cache=cache, results=str(tmp_path / "r"), progress=False)
+    evals = {f for f in os.listdir(cache) if f.startswith("eval-")}
+    assert len(evals) == 3
+    os.remove(os.path.join(cache, sorted(evals)[0]))      # as if killed before the last evaluation finished
+    report = run_suite(path, quick=True, cache=cache, results=str(tmp_path / "r"), progress=False)
+    assert {f for f in os.listdir(cache) if f.startswith("eval-")} == evals
+    assert report["suite"] == "toy-quick"
+
+
+def test_unknown_suite_and_bad_yaml(tmp_path):
+    with pytest.raises(PtmdetoxError, match="unknown suite"):
+        run_suite("no-such-suite", cache=str(tmp_path / "c"), results=str(tmp_path / "r"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed", encoding="utf-8")
+    with pytest.raises(PtmdetoxError, match="invalid YAML"):
+        run_suite(str(bad), cache=str(tmp_path / "c"), results=str(tmp_path / "r"))
