@@ -52,6 +52,9 @@ def test_interrupted_suite_resumes_from_finished_evaluations(tmp_path, tiny_mode
     evals = {f for f in os.listdir(cache) if f.startswith("eval-")}
     assert len(evals) == 3
     os.remove(os.path.join(cache, sorted(evals)[0]))      # as if killed before the last evaluation finished
+    partial = run_suite(path, quick=True, cache=cache, results=str(tmp_path / "r"), progress=False, cached_only=True)
+    assert (partial["evaluations_done"], partial["evaluations_total"]) == (2, 3)
+    assert len(partial["results"]["toy"]) == 2
     report = run_suite(path, quick=True, cache=cache, results=str(tmp_path / "r"), progress=False)
     assert {f for f in os.listdir(cache) if f.startswith("eval-")} == evals
     assert report["suite"] == "toy-quick"

@@ -130,7 +130,7 @@ def model_path(suite: dict, name: str, cache: str, progress: bool, timings: dict
 
 
 def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results: str = "results",
-              progress: bool = True) -> dict:
+              progress: bool = True, cached_only: bool = False) -> dict:
     suite = load_suite(name, quick)
     suite_name = os.path.splitext(os.path.basename(suite["_path"]))[0] + ("-quick" if quick else "")
     os.makedirs(cache, exist_ok=True)
@@ -141,8 +141,10 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     ft = FinetuneConfig(**suite.get("finetune", {}))
     seeds = list(suite.get("seeds", [1, 2, 3]))
     timings: dict = {}
-    jobs = [(m, t, s) for t in suite["tasks"] for m in suite["models"] for s in seeds]
+    # seed-major: an interrupted run already holds every model under the first seeds
+    jobs = [(m, t, s) for t in suite["tasks"] for s in seeds for m in suite["models"]]
     per_run: dict = {}
+    done = 0
     for model, task, seed in tqdm(jobs, desc=f"bench {suite_name}", disable=not progress):
         paths = suite["tasks"][task]
         key = _hash([[_resolved(s) for s in _chain(suite, model)], paths, list(triggers), policy.to_dict(), ft.to_dict(), seed])
@@ -150,6 +152,8 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
         if os.path.isfile(cached):
             with open(cached, encoding="utf-8") as f:
                 run = json.load(f)
+        elif cached_only:
+            continue
         else:
             folder = model_path(suite, model, cache, progress, timings)
             train, test = read_task(paths["train"], paths["test"])
@@ -157,22 +161,27 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
             run = evaluate_seed(lambda: models.create(folder), train, test, triggers, policy, ft, seed, progress=False)
             write_json_atomic(cached, run)
         per_run.setdefault((task, model), []).append(run)
+        done += 1
     report = {"suite": suite_name, "config": {k: v for k, v in suite.items() if k != "_path"},
               "triggers": list(triggers), "insertion_policy": policy.to_dict(), "seeds": seeds,
               "versions": versions(), "timings_this_run": timings,
-              "wall_seconds_this_run": round(time.perf_counter() - started, 1), "results": {}}
+              "wall_seconds_this_run": round(time.perf_counter() - started, 1), "evaluations_done": done,
+              "evaluations_total": len(jobs), "results": {}}
     tables = []
     floor = suite.get("floor")
     for task in suite["tasks"]:
         rows = []
         for model in suite["models"]:
+            if (task, model) not in per_run:
+                continue
             summary = aggregate(per_run[(task, model)])
             summary["runs"] = per_run[(task, model)]
             report["results"].setdefault(task, {})[model] = summary
             rows.append((model, summary))
         tables.append(f"### {task}\n\n{results_table(rows, floor)}\n")
     markdown = (f"# Suite {suite_name}\n\nTriggers {' '.join(triggers)}; policy {policy.to_dict()}; "
-                f"fine-tuning {ft.to_dict()}; seeds {seeds}.\n\n" + "\n".join(tables))
+                f"fine-tuning {ft.to_dict()}; seeds {seeds}; {done} of {len(jobs)} evaluations.\n\n"
+                + "\n".join(tables))
     write_json_atomic(os.path.join(results, f"{suite_name}.json"), report)
     write_text_atomic(os.path.join(results, f"{suite_name}.md"), markdown)
     print(markdown)

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="the suite's small smoke-test variant")
     bench.add_argument("--cache", default="runs/cache")
     bench.add_argument("--results", default="results")
+    bench.add_argument("--cached-only", action="store_true",
+                       help="report what the cache holds without running anything (e.g. while a run is going on)")
     bench.add_argument("--quiet", action="store_true")
 
     demo = sub.add_parser("demo", help="attack, purify and evaluate the embedded MiniLM on a sentiment task",
@@ -238,7 +240,8 @@ def run(args) -> int:
     elif args.command == "bench":
         from .bench import run_suite
 
-        run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress)
+        run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress,
+                  cached_only=args.cached_only)
     elif args.command == "demo":
         from .demo import run_demo
 
