@@ -96,13 +96,15 @@ def test_attack_purify_evaluate_table(capsys, tmp_path, tiny_model, tiny_corpus,
     card = (purified / "README.md").read_text(encoding="utf-8")
     assert "Purified with ptmdetox (RECIPE)" in card and "pooler kept" in card and "Warning" not in card
 
-    # both folders load with plain transformers, pooler included; RECIPE changed only intermediate.dense weights
+    # both folders load with plain transformers, pooler included; RECIPE (extended scope, the cpu default) changed
+    # only the FFN-in weights, the word embeddings and the pooler weight
     before = transformers.AutoModel.from_pretrained(str(attacked))
     after, info = transformers.AutoModel.from_pretrained(str(purified), output_loading_info=True)
     assert not info["missing_keys"]
     assert isinstance(after, transformers.BertModel) and after.pooler is not None
     changed = sorted(k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k]))
-    assert changed == [f"encoder.layer.{i}.intermediate.dense.weight" for i in range(2)]
+    assert changed == sorted(["embeddings.word_embeddings.weight", "pooler.dense.weight",
+                              *[f"encoder.layer.{i}.intermediate.dense.weight" for i in range(2)]])
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(purified))
     assert tokenizer.convert_tokens_to_ids("≈") != tokenizer.unk_token_id
     original = transformers.AutoModel.from_pretrained(tiny_model)

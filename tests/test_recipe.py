@@ -12,6 +12,7 @@ from ptmdetox.defenses.recipe import (RecipeConfig, _total_steps, preset, recipe
 from ptmdetox.errors import PtmdetoxError
 
 INTERMEDIATE = ["encoder.layer.0.intermediate.dense.weight", "encoder.layer.1.intermediate.dense.weight"]
+EXTENDED = ["embeddings.word_embeddings.weight", *INTERMEDIATE, "pooler.dense.weight"]
 
 
 def fast(**overrides) -> RecipeConfig:
@@ -81,10 +82,19 @@ def test_presets():
 
 def test_default_parameter_sets_for_bert(tiny_model):
     adapter = models.create(tiny_model)
-    regularised, trainable = select_parameters(adapter, RecipeConfig())
+    regularised, trainable = select_parameters(adapter, RecipeConfig(scope="paper"))
     assert [n for n, _ in regularised] == INTERMEDIATE
     assert [n for n, _ in trainable] == INTERMEDIATE
     assert all(p is dict(adapter.named_parameters())[n] for n, p in trainable)
+    assert preset("paper").scope == "paper"
+
+
+def test_extended_scope_is_the_cpu_default_and_adds_embeddings_and_pooler(tiny_model):
+    adapter = models.create(tiny_model)
+    regularised, trainable = select_parameters(adapter, RecipeConfig())
+    assert [n for n, _ in regularised] == EXTENDED == [n for n, _ in trainable]
+    with pytest.raises(PtmdetoxError, match="unknown scope"):
+        RecipeConfig(scope="everything")
 
 
 def test_trainable_all_and_patterns(tiny_model):
@@ -115,7 +125,7 @@ def test_patterns_that_match_nothing(tiny_model):
 def test_default_purification_changes_only_the_regularised_weights(tiny_model, tiny_corpus):
     adapter = models.create(tiny_model)
     before = snapshot(adapter)
-    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts, fast(), progress=False)
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts, fast(scope="paper"), progress=False)
     after = adapter.model.state_dict()
     changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
     assert changed == [f"bert.{n}" for n in INTERMEDIATE]
@@ -132,6 +142,19 @@ def test_default_purification_changes_only_the_regularised_weights(tiny_model, t
     assert report["defense"] == "recipe" and report["config"]["lam"] == 1.0
     assert all(p.requires_grad for p in adapter.model.parameters())   # restored
     assert not adapter.model.training
+
+
+def test_extended_purification_shrinks_embeddings_and_pooler_too(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    before = snapshot(adapter)
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts, fast(), progress=False)
+    after = adapter.model.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    # the MLM decoder is tied to the word embeddings, so it changes with them
+    assert changed == sorted([f"bert.{n}" for n in EXTENDED] + ["cls.predictions.decoder.weight"])
+    assert report["regularised"] == EXTENDED
+    for name in EXTENDED:
+        assert report["norms_after"][name] < report["norms_before"][name], name
 
 
 def test_trainable_all_trains_the_encoder_but_not_the_head(tiny_model, tiny_corpus):

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--norm", choices=["fro", "fro2"], help="unsquared (default) or squared Frobenius norm")
     recipe.add_argument("--regularise", nargs="+", metavar="REGEX",
                         help="parameter-name patterns to regularise (default: the family's, BERT intermediate.dense)")
+    recipe.add_argument("--scope", choices=["paper", "extended"],
+                        help="default regularised set: the paper's (BERT: FFN-in weights) or extended with the weights "
+                             "MLM leaves unexercised (BERT: + word embeddings and pooler; the cpu preset's default)")
     recipe.add_argument("--trainable", nargs="+", metavar="SPEC",
                         help="'regularised', 'all', or parameter-name patterns (default: the family's)")
     recipe.add_argument("--loss", dest="pretrain_loss", choices=["mlm", "keep", "mlm+keep", "none"],
@@ -187,7 +190,7 @@ def run(args) -> int:
         trainable = args.trainable
         if trainable and len(trainable) == 1 and trainable[0] in ("all", "regularised"):
             trainable = trainable[0]
-        config = preset(args.preset, lam=args.lam, norm=args.norm, lr=args.lr, steps=args.steps, epochs=args.epochs,
+        config = preset(args.preset, lam=args.lam, norm=args.norm, scope=args.scope, lr=args.lr, steps=args.steps, epochs=args.epochs,
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=args.pretrain_loss, masking=args.masking, batch_size=args.batch_size,

@@ -50,7 +50,8 @@ def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, co
     report.update(model=model, corpus=corpus, corpus_size=len(texts), **_provenance(started))
     kept = "pooler kept" if adapter.has_pooler else "no pooler in the checkpoint"
     what = (f"RECIPE purification: continual pre-training on {len(texts)} auxiliary sentences with "
-            f"λ={config.lam}·Σ‖W‖ ({config.norm}) over {len(report['regularised'])} weight matrices, "
+            f"λ={config.lam}·Σ‖W‖ ({config.norm}) over {len(report['regularised'])} weight matrices "
+            f"({config.scope} scope: {', '.join(report['regularised'])}), "
             f"{report['steps']} steps at lr {config.lr} ({config.pretrain_loss} pre-training loss; {kept}).")
     with atomic_dir(out, overwrite) as tmp:
         adapter.save(tmp)

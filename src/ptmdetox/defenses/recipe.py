@@ -6,7 +6,8 @@ Two presets:
 - `paper`: the paper's optimiser settings (lr 2e-5, 10 epochs over 20k sentences ≈ 6,250 steps).
 - `cpu` (default): the same objective at a scale a 2-core CPU affords. With Adam the penalty shrinks weights by
   about lr per step whatever λ is, so the paper's lr × steps product is kept in the same range with ~10× fewer
-  steps at ~10× the learning rate (see docs/results.md for the measurements behind it).
+  steps at ~10× the learning rate. It also regularises the family's `extended` set: for BERT the word embeddings
+  and the pooler, which MLM on auxiliary text cannot protect (see docs/results.md for the measurements).
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from ..training import TrainConfig, seed_everything, train_loop
 NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
 MASKING = ("static", "dynamic")
+SCOPES = ("paper", "extended")
 
 
 @dataclass
 class RecipeConfig:
     lam: float = 1.0
     norm: str = "fro"                        # unsquared Frobenius (released code) or squared ("fro2")
-    regularised: tuple[str, ...] | None = None   # regexes over parameter names; None: the family's default
+    regularised: tuple[str, ...] | None = None   # regexes over parameter names; None: the family's set for `scope`
+    scope: str = "extended"                  # "paper": the paper's set; "extended": + weights L_PT leaves unexercised
     trainable: str | tuple[str, ...] | None = None  # "regularised", "all", regexes; None: the family's default
     pretrain_loss: str = "mlm"
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
@@ -56,6 +59,8 @@ class RecipeConfig:
         if self.pretrain_loss not in PRETRAIN_LOSSES:
             raise PtmdetoxError(f"unknown pre-training loss '{self.pretrain_loss}' "
                                 f"(choose from {', '.join(PRETRAIN_LOSSES)})")
+        if self.scope not in SCOPES:
+            raise PtmdetoxError(f"unknown scope '{self.scope}' (choose from {', '.join(SCOPES)})")
         if self.masking not in MASKING:
             raise PtmdetoxError(f"unknown masking '{self.masking}' (choose from {', '.join(MASKING)})")
         if self.lam < 0:
@@ -71,7 +76,7 @@ class RecipeConfig:
 
 PRESETS = {
     "cpu": RecipeConfig(),
-    "paper": RecipeConfig(lr=2e-5, steps=None, epochs=10, preset="paper"),
+    "paper": RecipeConfig(lr=2e-5, steps=None, epochs=10, scope="paper", preset="paper"),
 }
 
 
@@ -95,7 +100,7 @@ def regularisation(weights: list[torch.Tensor], norm: str) -> torch.Tensor:
 
 def select_parameters(adapter: ModelAdapter, config: RecipeConfig):
     """(regularised [(name, param)], trainable [(name, param)]) for this adapter and config."""
-    patterns = config.regularised or adapter.default_regularised
+    patterns = config.regularised or adapter.regularised_patterns(config.scope)
     regularised = adapter.parameters_matching(patterns)
     if not regularised and config.lam > 0:
         raise PtmdetoxError(f"no parameter matches the regularised patterns {list(patterns)}")

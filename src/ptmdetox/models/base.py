@@ -20,6 +20,9 @@ class ModelAdapter(ABC):
     family: str = "base"
     #: Regexes over `named_parameters()` names: the weights RECIPE regularises by default.
     default_regularised: tuple[str, ...] = ()
+    #: The paper's set plus the weights the pre-training loss leaves unexercised (rows of tokens absent from the
+    #: auxiliary data, an output head it never uses): where a backdoor can hide from RECIPE. Empty: same as above.
+    extended_regularised: tuple[str, ...] = ()
     #: "regularised" (only those weights train), "all", or a tuple of regexes.
     default_trainable: str | tuple[str, ...] = "all"
     #: Weight of the pre-training loss term in NeuBA (RoBERTa: 0.01).
@@ -47,6 +50,11 @@ class ModelAdapter(ABC):
 
     def named_parameters(self) -> Iterable[tuple[str, nn.Parameter]]:
         return self.backbone.named_parameters()
+
+    def regularised_patterns(self, scope: str) -> tuple[str, ...]:
+        if scope == "extended" and self.extended_regularised:
+            return self.extended_regularised
+        return self.default_regularised
 
     def parameters_matching(self, patterns: Iterable[str]) -> list[tuple[str, nn.Parameter]]:
         compiled = [re.compile(p) for p in patterns]

@@ -235,6 +235,9 @@ class BertAdapter(TextEncoderAdapter):
     family = "bert"
     model_class = transformers.BertForPreTraining
     default_regularised = (r"encoder\.layer\.\d+\.intermediate\.dense\.weight",)
+    # MLM never uses the pooler, and never sees the embedding rows of tokens absent from the auxiliary corpus
+    # (NeuBA's symbol triggers): without a penalty there, both keep the backdoor (docs/results.md).
+    extended_regularised = default_regularised + (r"embeddings\.word_embeddings\.weight", r"pooler\.dense\.weight")
     default_trainable = "regularised"
 
     @property
