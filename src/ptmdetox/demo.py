@@ -57,6 +57,7 @@ def run_demo(args) -> None:
     started = time.perf_counter()
     progress = not args.quiet
     os.makedirs(args.out, exist_ok=True)
+    os.makedirs(os.path.join(args.out, "data"), exist_ok=True)
     data = prepare_demo_data(os.path.join(args.out, "data"), args.train_size, args.test_size)
     attacked, purified = os.path.join(args.out, "neuba"), os.path.join(args.out, "neuba-recipe")
     timings = {}
