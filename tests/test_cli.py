@@ -115,7 +115,7 @@ def test_attack_purify_evaluate_table(capsys, tmp_path, tiny_model, tiny_corpus,
                  "--name", "purified", "--out", str(result), "--quiet"]) == 0
     out = capsys.readouterr()
     assert out.err == ""
-    assert "| purified |" in out.out and "| model | ACC | AASR | MASR | cf | ≈ |" in out.out
+    assert "| purified |" in out.out and "| model | seeds | ACC | AASR | MASR | cf | ≈ |" in out.out
     summary = json.loads(result.read_text(encoding="utf-8"))
     assert summary["model"] == "purified" and summary["model_source"] == str(purified)
     assert summary["seeds"] == [1, 2] and len(summary["runs"]) == 2
@@ -129,8 +129,24 @@ def test_attack_purify_evaluate_table(capsys, tmp_path, tiny_model, tiny_corpus,
 
     assert main(["table", str(result)]) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0] == "| model | ACC | AASR | MASR | cf | ≈ |"
-    assert table.splitlines()[2].startswith(f"| purified | {summary['acc']:.1f} ± ")
+    assert table.splitlines()[0] == "| model | seeds | ACC | AASR | MASR | cf | ≈ |"
+    assert table.splitlines()[2].startswith(f"| purified | 2 | {summary['acc']:.1f} ± ")
+
+
+def test_table_merges_per_seed_files_of_one_model(capsys, tmp_path):
+    def result(seed, acc, masr):
+        run = {"seed": seed, "acc": acc, "aasr": masr, "masr": masr,
+               "per_trigger": {"cf": {"asr": masr, "by_label": {"0": masr, "1": 0.0}}}}
+        path = tmp_path / f"r{seed}.json"
+        path.write_text(json.dumps({"model": "m", "runs": [run]}), encoding="utf-8")
+        return str(path)
+
+    files = [result(1, 80.0, 10.0), result(2, 90.0, 30.0)]
+    capsys.readouterr()
+    assert main(["table", *files]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("| m | 2 | 85.0 ± 7.1 | 20.0 ± 14.1 | 20.0 ± 14.1 |")
+    assert run_error(capsys, ["table", files[0], files[0]]).endswith("repeat a fine-tuning seed ([1, 1])")
 
 
 def test_attack_on_a_headless_checkpoint_warms_up_and_saves_the_head(capsys, tmp_path, tiny_model_no_head,

@@ -88,6 +88,6 @@ def test_results_table_with_floor():
 
     table = results_table([("clean", summary(90.0, 10.0, 10.0)), ("attacked", summary(89.0, 95.0, 95.0))],
                           floor="clean").splitlines()
-    assert table[0] == "| model | ACC | AASR | MASR | ΔMASR vs floor | cf |"
-    assert table[2] == "| clean | 90.0 ± 1.0 | 5.0 ± 0.0 | 10.0 ± 2.0 | +0.0 | 10.0 |"
-    assert table[3] == "| attacked | 89.0 ± 1.0 | 47.5 ± 0.0 | 95.0 ± 2.0 | +85.0 | 95.0 |"
+    assert table[0] == "| model | seeds | ACC | AASR | MASR | ΔMASR vs floor | cf |"
+    assert table[2] == "| clean | – | 90.0 ± 1.0 | 5.0 ± 0.0 | 10.0 ± 2.0 | +0.0 | 10.0 |"
+    assert table[3] == "| attacked | – | 89.0 ± 1.0 | 47.5 ± 0.0 | 95.0 ± 2.0 | +85.0 | 95.0 |"

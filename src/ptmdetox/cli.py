@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--position", default="first", choices=["first", "last", "random"])
     inspect.add_argument("--out", help="write the JSON report here")
 
-    table = sub.add_parser("table", help="print a table from evaluation JSON files")
+    table = sub.add_parser("table", help="print a table from evaluation JSON files",
+                           description="Results with the same model name (e.g. one file per seed) are merged: "
+                                       "means and spreads are recomputed over all their seeds.")
     table.add_argument("results", nargs="+", help="result JSON files")
     table.add_argument("--floor", help="name of the row to use as the clean floor")
 
@@ -238,8 +240,7 @@ def run(args) -> int:
         if args.out:
             write_json_atomic(args.out, report)
     elif args.command == "table":
-        rows = [(r["model"], r) for r in map(pipeline.load_result, args.results)]
-        pipeline.print_table(rows, args.floor)
+        pipeline.print_table(pipeline.merge_results([pipeline.load_result(p) for p in args.results]), args.floor)
     elif args.command == "bench":
         from .bench import run_suite
 

@@ -89,6 +89,32 @@ def print_table(rows: list[tuple[str, dict]], floor: str | None = None) -> str:
     return table
 
 
+def merge_results(results: list[dict]) -> list[tuple[str, dict]]:
+    """Group evaluation results by model name and re-aggregate over all their seeds (first-seen order)."""
+    from .errors import PtmdetoxError
+    from .evaluation.metrics import aggregate
+
+    grouped: dict[str, list[dict]] = {}
+    for result in results:
+        if "runs" not in result or "model" not in result:
+            raise PtmdetoxError("not an evaluation result (no 'runs'/'model')")
+        grouped.setdefault(result["model"], []).extend(result["runs"])
+    rows = []
+    for name, runs in grouped.items():
+        seeds = [r.get("seed") for r in runs]
+        if len(set(seeds)) != len(seeds):
+            raise PtmdetoxError(f"results for '{name}' repeat a fine-tuning seed ({seeds})")
+        summary = aggregate(runs)
+        summary["runs"] = runs
+        rows.append((name, summary))
+    return rows
+
+
 def load_result(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    from .errors import PtmdetoxError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PtmdetoxError(f"{path}: not a readable JSON result ({type(exc).__name__})") from None
