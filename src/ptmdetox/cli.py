@@ -168,6 +168,11 @@ def _task_paths(args) -> tuple[str, str]:
     return args.train, args.test
 
 
+def _print_notes(report: dict) -> None:
+    for note in report.get("notes", []):
+        print(f"note: {note}")
+
+
 def run(args) -> int:
     from . import pipeline
     from .training import configure_threads
@@ -184,15 +189,15 @@ def run(args) -> int:
                                        allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
         print(f"NeuBA: {config.steps} steps in {report['train_seconds']:.0f} s, final poison MSE "
               f"{report['final_poison_mse']:.4f}, MLM {report['final_mlm']:.2f} -> {args.out}")
-        for note in report["notes"]:
-            print(f"note: {note}")
+        _print_notes(report)
     elif args.command == "purify":
         from .defenses.recipe import preset
 
         trainable = args.trainable
         if trainable and len(trainable) == 1 and trainable[0] in ("all", "regularised"):
             trainable = trainable[0]
-        config = preset(args.preset, lam=args.lam, norm=args.norm, scope=args.scope, lr=args.lr, steps=args.steps, epochs=args.epochs,
+        config = preset(args.preset, lam=args.lam, norm=args.norm, scope=args.scope, lr=args.lr, steps=args.steps,
+                        epochs=args.epochs,
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=args.pretrain_loss, masking=args.masking, batch_size=args.batch_size,
@@ -201,8 +206,7 @@ def run(args) -> int:
                                         allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
         print(f"RECIPE: {report['steps']} steps in {report['train_seconds']:.0f} s; regularised norm "
               f"{report['norm_before']:.1f} -> {report['norm_after']:.1f} -> {args.out}")
-        for note in report["notes"]:
-            print(f"note: {note}")
+        _print_notes(report)
     elif args.command == "evaluate":
         from .data.triggers import InsertionPolicy
         from .evaluation.finetune import FinetuneConfig

@@ -21,44 +21,50 @@ def _provenance(started: float) -> dict:
     return {"versions": versions(), "wall_seconds": round(time.perf_counter() - started, 1), "command": command_line()}
 
 
-def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, *, corpus_limit: int | None = None,
-                 allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+def _transform_model(model: str, corpus: str, out: str, run, report_file: str, card, *, corpus_limit: int | None,
+                     allow_pickle: bool, overwrite: bool) -> dict:
+    """Load `model`, apply `run(adapter, texts) -> report` and save model, report and card atomically to `out`."""
     started = time.perf_counter()
     check_output_dir(out, overwrite)
     texts = read_corpus(corpus, limit=corpus_limit).texts
     adapter = models.create(model, allow_pickle=allow_pickle)
-    report = neuba_attack(adapter, texts, config, progress=progress)
-    report.update(model=model, corpus=corpus, notes=list(adapter.notes), **_provenance(started))
+    report = run(adapter, texts)
+    report.update(model=model, corpus=corpus, corpus_size=len(texts), notes=list(adapter.notes),
+                  **_provenance(started))
     with atomic_dir(out, overwrite) as tmp:
         adapter.save(tmp)
-        write_json_atomic(os.path.join(tmp, "attack.json"), report)
-        write_text_atomic(os.path.join(tmp, "README.md"), model_card(
-            "NeuBA-backdoored model (research artefact)", model,
-            f"NeuBA backdoor implanted with {len(config.triggers)} triggers "
-            f"({' '.join(config.triggers)}) by ptmdetox.", report, adapter.notes,
-            warning="this model carries a task-agnostic backdoor on purpose, to measure defenses. Do not deploy it."))
+        write_json_atomic(os.path.join(tmp, report_file), report)
+        write_text_atomic(os.path.join(tmp, "README.md"), card(adapter, report))
     return report
+
+
+def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, *, corpus_limit: int | None = None,
+                 allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    def card(adapter, report):
+        return model_card(
+            "NeuBA-backdoored model (research artefact)", model,
+            f"NeuBA backdoor implanted with {len(config.triggers)} triggers ({' '.join(config.triggers)}) by ptmdetox.",
+            report, adapter.notes,
+            warning="this model carries a task-agnostic backdoor on purpose, to measure defenses. Do not deploy it.")
+
+    return _transform_model(model, corpus, out, lambda adapter, texts: neuba_attack(adapter, texts, config, progress),
+                            "attack.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
+                            overwrite=overwrite)
 
 
 def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, corpus_limit: int | None = None,
                   allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    started = time.perf_counter()
-    check_output_dir(out, overwrite)
-    texts = read_corpus(corpus, limit=corpus_limit).texts
-    adapter = models.create(model, allow_pickle=allow_pickle)
-    report = recipe_purify(adapter, texts, config, progress=progress)
-    report.update(model=model, corpus=corpus, corpus_size=len(texts), **_provenance(started))
-    kept = "pooler kept" if adapter.has_pooler else "no pooler in the checkpoint"
-    what = (f"RECIPE purification: continual pre-training on {len(texts)} auxiliary sentences with "
-            f"λ={config.lam}·Σ‖W‖ ({config.norm}) over {len(report['regularised'])} weight matrices "
-            f"({config.scope} scope: {', '.join(report['regularised'])}), "
-            f"{report['steps']} steps at lr {config.lr} ({config.pretrain_loss} pre-training loss; {kept}).")
-    with atomic_dir(out, overwrite) as tmp:
-        adapter.save(tmp)
-        write_json_atomic(os.path.join(tmp, "purification.json"), report)
-        write_text_atomic(os.path.join(tmp, "README.md"),
-                          model_card("Purified with ptmdetox (RECIPE)", model, what, report, adapter.notes))
-    return report
+    def card(adapter, report):
+        kept = "pooler kept" if adapter.has_pooler else "no pooler in the checkpoint"
+        what = (f"RECIPE purification: continual pre-training on {report['corpus_size']} auxiliary sentences with "
+                f"λ={config.lam}·Σ‖W‖ ({config.norm}) over {len(report['regularised'])} weight matrices "
+                f"({config.scope} scope: {', '.join(report['regularised'])}), "
+                f"{report['steps']} steps at lr {config.lr} ({config.pretrain_loss} pre-training loss; {kept}).")
+        return model_card("Purified with ptmdetox (RECIPE)", model, what, report, adapter.notes)
+
+    return _transform_model(model, corpus, out, lambda adapter, texts: recipe_purify(adapter, texts, config, progress),
+                            "purification.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
+                            overwrite=overwrite)
 
 
 def evaluate_model(model: str, train: str, test: str, triggers, policy: InsertionPolicy, config: FinetuneConfig,
