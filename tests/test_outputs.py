@@ -91,3 +91,9 @@ def test_results_table_with_floor():
     assert table[0] == "| model | seeds | ACC | AASR | MASR | ΔMASR vs floor | cf |"
     assert table[2] == "| clean | – | 90.0 ± 1.0 | 5.0 ± 0.0 | 10.0 ± 2.0 | +0.0 | 10.0 |"
     assert table[3] == "| attacked | – | 89.0 ± 1.0 | 47.5 ± 0.0 | 95.0 ± 2.0 | +85.0 | 95.0 |"
+
+
+def test_results_table_shows_no_spread_for_a_single_seed():
+    one = {"acc": 90.0, "acc_std": 0.0, "aasr": 5.0, "aasr_std": 0.0, "masr": 10.0, "masr_std": 0.0,
+           "per_trigger": {"cf": {"asr": 10.0}}, "runs": [{"seed": 1}]}
+    assert results_table([("m", one)]).splitlines()[2] == "| m | 1 | 90.0 | 5.0 | 10.0 | 10.0 |"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def _pm(summary: dict, key: str) -> str:
-    std = summary.get(f"{key}_std")
+    single_seed = len(summary.get("runs", [])) == 1   # a spread over one seed says nothing
+    std = None if single_seed else summary.get(f"{key}_std")
     return f"{summary[key]:.1f} ± {std:.1f}" if std is not None else f"{summary[key]:.1f}"
 
 
