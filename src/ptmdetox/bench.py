@@ -144,6 +144,7 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     # seed-major: an interrupted run already holds every model under the first seeds
     jobs = [(m, t, s) for t in suite["tasks"] for s in seeds for m in suite["models"]]
     per_run: dict = {}
+    loaded_tasks: dict = {}
     done = 0
     for model, task, seed in tqdm(jobs, desc=f"bench {suite_name}", disable=not progress):
         paths = suite["tasks"][task]
@@ -156,8 +157,10 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
             continue
         else:
             folder = model_path(suite, model, cache, progress, timings)
-            train, test = read_task(paths["train"], paths["test"])
-            test = _subsample(test, ft.test_limit, 12345)
+            if task not in loaded_tasks:   # read each task once, not once per (model, seed)
+                train, test = read_task(paths["train"], paths["test"])
+                loaded_tasks[task] = (train, _subsample(test, ft.test_limit, 12345))
+            train, test = loaded_tasks[task]
             run = evaluate_seed(lambda: models.create(folder), train, test, triggers, policy, ft, seed, progress=False)
             write_json_atomic(cached, run)
         per_run.setdefault((task, model), []).append(run)
