@@ -287,3 +287,14 @@ def test_bad_recipe_options_are_user_errors(capsys, tmp_path, tiny_model, tiny_c
                               "--out", str(tmp_path / "out"), "--regularise", "no_such_weight", *FAST_PURIFY])
     assert "no parameter matches" in line
     assert leftovers(tmp_path, "out") == []
+
+
+def test_inspect_prints_a_row_per_trigger_and_writes_json(capsys, tmp_path, tiny_model, tiny_corpus):
+    capsys.readouterr()
+    out = tmp_path / "inspect.json"
+    assert main(["inspect", "--model", tiny_model, "--texts", tiny_corpus, "--limit", "8", "--triggers", "cf,≈",
+                 "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("clean outputs:") and lines[3].startswith("| cf |") and lines[4].startswith("| ≈ |")
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["triggers"] == ["cf", "≈"] and set(report["per_trigger"]) == {"cf", "≈"}

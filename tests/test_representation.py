@@ -13,5 +13,5 @@ def test_attack_moves_triggered_outputs_towards_their_targets(tiny_model, tiny_c
                  progress=False)
     after = trigger_shift_report(adapter, texts, triggers, InsertionPolicy("first"))
     for trigger in triggers:
-        assert after["triggers"][trigger]["cos_with_target"] > before["triggers"][trigger]["cos_with_target"] + 0.2
+        assert after["per_trigger"][trigger]["cos_with_target"] > before["per_trigger"][trigger]["cos_with_target"] + 0.2
     assert len(after["clean_mean_cos_with_targets"]) == 2

@@ -239,7 +239,7 @@ def run(args) -> int:
         print(f"clean outputs: mean norm {report['clean_mean_norm']:.2f}, spread {report['clean_spread']:.2f}, "
               f"cos(mean, targets) {cosines}")
         print("| trigger | cos(triggered, target) | shift / clean spread |\n|---|---|---|")
-        for trigger, row in report["triggers"].items():
+        for trigger, row in report["per_trigger"].items():
             print(f"| {trigger} | {row['cos_with_target']:+.2f} | {row['shift_over_spread']:.2f} |")
         if args.out:
             write_json_atomic(args.out, report)

@@ -29,10 +29,10 @@ def trigger_shift_report(adapter: ModelAdapter, texts: list[str], triggers: tupl
     spread = float((clean - centre).norm(dim=1).mean())
     report = {"clean_mean_norm": float(centre.norm()), "clean_spread": spread,
               "clean_mean_cos_with_targets": [float(torch.cosine_similarity(centre, t, 0)) for t in targets],
-              "triggers": {}}
+              "per_trigger": {}}
     for trigger, target in zip(triggers, targets):
         poisoned = _representations(adapter, insert_triggers(texts, trigger, policy), max_length)
-        report["triggers"][trigger] = {
+        report["per_trigger"][trigger] = {
             "cos_with_target": float(torch.cosine_similarity(poisoned, target[None], 1).mean()),
             "shift_over_spread": float((poisoned - clean).norm(dim=1).mean() / spread),
         }
