@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from . import models, pipeline
 from .attacks.neuba import NeubaConfig
+from .checkpointing import CheckpointOptions, Checkpointer, checkpointing, partial_dir
 from .data.readers import read_task
 from .data.triggers import InsertionPolicy, parse_triggers
 from .defenses.recipe import preset
@@ -109,10 +110,13 @@ def _config(step: dict):
 
 def _build(step: dict, source: str, out: str, progress: bool) -> None:
     method, config, limit = _config(step)
+    resume = CheckpointOptions(resume=True)   # a build killed half-way continues from its checkpoint
     if method == "neuba":
-        pipeline.attack_neuba(source, step["aux"], out, config, corpus_limit=limit, progress=progress)
+        pipeline.attack_neuba(source, step["aux"], out, config, corpus_limit=limit, progress=progress,
+                              checkpoints=resume)
     else:
-        pipeline.purify_recipe(source, step["aux"], out, config, corpus_limit=limit, progress=progress)
+        pipeline.purify_recipe(source, step["aux"], out, config, corpus_limit=limit, progress=progress,
+                               checkpoints=resume)
 
 
 def model_path(suite: dict, name: str, cache: str, progress: bool, timings: dict) -> str:
@@ -161,8 +165,12 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
                 train, test = read_task(paths["train"], paths["test"])
                 loaded_tasks[task] = (train, _subsample(test, ft.test_limit, 12345))
             train, test = loaded_tasks[task]
-            run = evaluate_seed(lambda: models.create(folder), train, test, triggers, policy, ft, seed, progress=False)
+            checkpointer = Checkpointer(partial_dir(cached), key, resume=True)
+            with checkpointing(checkpointer):
+                run = evaluate_seed(lambda: models.create(folder), train, test, triggers, policy, ft, seed,
+                                    progress=False)
             write_json_atomic(cached, run)
+            checkpointer.discard()
         per_run.setdefault((task, model), []).append(run)
         done += 1
     report = {"suite": suite_name, "config": {k: v for k, v in suite.items() if k != "_path"},

@@ -38,6 +38,24 @@ def _corpus_args(p):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
+def _checkpoint_args(p):
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoints (same options, same result)")
+    p.add_argument("--checkpoint-dir", help="where checkpoints go (default: .OUT.partial next to --out)")
+    p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
+                   help="save a checkpoint every STEPS training steps (and at least every --checkpoint-minutes)")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+
+
+def _checkpoint_options(args):
+    from .checkpointing import CheckpointOptions
+
+    if not args.checkpoint_minutes > 0:
+        raise PtmdetoxError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
+    return CheckpointOptions(resume=args.resume, directory=args.checkpoint_dir, every_steps=args.checkpoint_every,
+                             every_seconds=60 * args.checkpoint_minutes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ptmdetox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -55,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     neuba.add_argument("--batch-size", type=int, default=32, help="half clean, half poisoned")
     neuba.add_argument("--max-length", type=int, default=64)
     neuba.add_argument("--seed", type=int, default=0)
+    _checkpoint_args(neuba)
 
     purify = sub.add_parser("purify", help="remove backdoors from a pre-trained model")
     purify_sub = purify.add_subparsers(dest="method", required=True, parser_class=Parser)
@@ -83,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--batch-size", type=int)
     recipe.add_argument("--max-length", type=int)
     recipe.add_argument("--seed", type=int)
+    _checkpoint_args(recipe)
 
     ev = sub.add_parser("evaluate", help="fine-tune on a downstream task and measure ACC / ASR",
                         description="Fine-tune the model with a fresh linear head once per seed, then report ACC, "
@@ -106,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test-limit", type=int, help="subsample the test set")
     ev.add_argument("--name", help="row name in the table")
     ev.add_argument("--out", help="write the JSON result here")
+    _checkpoint_args(ev)
 
     inspect = sub.add_parser("inspect", help="where triggers move the representation (no fine-tuning)",
                              description="For each trigger: cosine of triggered outputs with its NeuBA target and the "
@@ -171,6 +192,8 @@ def _task_paths(args) -> tuple[str, str]:
 def _print_notes(report: dict) -> None:
     for note in report.get("notes", []):
         print(f"note: {note}")
+    if report.get("resumed"):
+        print(f"resumed from checkpoints: {'; '.join(report['resumed'])}")
 
 
 def run(args) -> int:
@@ -186,7 +209,8 @@ def run(args) -> int:
         config = NeubaConfig(triggers=parse_triggers(args.triggers), steps=args.steps, lr=args.lr,
                              batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
         report = pipeline.attack_neuba(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
-                                       allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
+                                       allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress,
+                                       checkpoints=_checkpoint_options(args))
         print(f"NeuBA: {config.steps} steps in {report['train_seconds']:.0f} s, final poison MSE "
               f"{report['final_poison_mse']:.4f}, MLM {report['final_mlm']:.2f} -> {args.out}")
         _print_notes(report)
@@ -203,7 +227,8 @@ def run(args) -> int:
                         pretrain_loss=args.pretrain_loss, masking=args.masking, batch_size=args.batch_size,
                         max_length=args.max_length, seed=args.seed)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
-                                        allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
+                                        allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress,
+                                        checkpoints=_checkpoint_options(args))
         print(f"RECIPE: {report['steps']} steps in {report['train_seconds']:.0f} s; regularised norm "
               f"{report['norm_before']:.1f} -> {report['norm_after']:.1f} -> {args.out}")
         _print_notes(report)
@@ -218,8 +243,9 @@ def run(args) -> int:
         summary = pipeline.evaluate_model(args.model, train, test, args.triggers, policy, config, args.seeds,
                                           out=args.out, allow_pickle=args.allow_pickle, name=args.name,
                                           text_column=args.text_column, label_column=args.label_column,
-                                          progress=progress)
+                                          progress=progress, checkpoints=_checkpoint_options(args))
         pipeline.print_table([(summary["model"], summary)])
+        _print_notes({"resumed": summary["resumed"]})
         print(f"policy: {policy.to_dict()}; seeds {args.seeds}; {summary['wall_seconds']:.0f} s")
     elif args.command == "inspect":
         from . import models
@@ -267,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ptmdetox: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ptmdetox: interrupted; no output was written", file=sys.stderr)
+        print("ptmdetox: interrupted; no output was written (checkpoints, if any, are kept for --resume)",
+              file=sys.stderr)
         return 130
     except (OSError, MemoryError) as exc:
         print(f"ptmdetox: error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -30,15 +30,28 @@ def check_writable_parent(path: str) -> None:
     parent = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(parent):
         raise PtmdetoxError(f"{path}: parent folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise PtmdetoxError(f"{path}: cannot write in {parent}")
+    try:   # a real probe: access() says yes to root even where the file system says no
+        fd, probe = tempfile.mkstemp(prefix=".ptmdetox-probe-", dir=parent)
+    except OSError:
+        raise PtmdetoxError(f"{path}: cannot write in {parent}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_output_dir(path: str, overwrite: bool) -> None:
     """Validate an output folder up front, before any long work starts."""
     check_writable_parent(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise PtmdetoxError(f"{path}: exists and is not a folder; choose another output path")
     if os.path.exists(path) and not overwrite:
         raise PtmdetoxError(f"{path}: already exists (pass --overwrite to replace it)")
+
+
+def check_output_file(path: str) -> None:
+    """Validate an output file path (replaced atomically when it exists) before any long work starts."""
+    check_writable_parent(path)
+    if os.path.isdir(path):
+        raise PtmdetoxError(f"{path}: is a folder; --out takes a file name")
 
 
 @contextlib.contextmanager

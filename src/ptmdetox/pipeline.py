@@ -7,12 +7,13 @@ import os
 import time
 
 from . import models
+from .checkpointing import CheckpointOptions, checkpointing
 from .attacks.neuba import NeubaConfig, neuba_attack
 from .data.readers import read_corpus, read_task
 from .data.triggers import InsertionPolicy, parse_triggers
 from .defenses.recipe import RecipeConfig, recipe_purify
 from .evaluation.finetune import FinetuneConfig, evaluate
-from .outputs import atomic_dir, check_output_dir, command_line, versions, write_json_atomic, write_text_atomic
+from .outputs import atomic_dir, check_output_dir, check_output_file, command_line, versions, write_json_atomic, write_text_atomic
 from .reporting.modelcard import model_card
 from .reporting.tables import results_table
 
@@ -22,24 +23,31 @@ def _provenance(started: float) -> dict:
 
 
 def _transform_model(model: str, corpus: str, out: str, run, report_file: str, card, *, corpus_limit: int | None,
-                     allow_pickle: bool, overwrite: bool) -> dict:
+                     allow_pickle: bool, overwrite: bool, settings: dict,
+                     checkpoints: CheckpointOptions | None) -> dict:
     """Load `model`, apply `run(adapter, texts) -> report` and save model, report and card atomically to `out`."""
     started = time.perf_counter()
     check_output_dir(out, overwrite)
+    checkpointer = (checkpoints or CheckpointOptions()).checkpointer(
+        out, {"model": model, "corpus": corpus, "corpus_limit": corpus_limit, **settings})
     texts = read_corpus(corpus, limit=corpus_limit).texts
     adapter = models.create(model, allow_pickle=allow_pickle)
-    report = run(adapter, texts)
-    report.update(model=model, corpus=corpus, corpus_size=len(texts), notes=list(adapter.notes),
-                  **_provenance(started))
-    with atomic_dir(out, overwrite) as tmp:
-        adapter.save(tmp)
-        write_json_atomic(os.path.join(tmp, report_file), report)
-        write_text_atomic(os.path.join(tmp, "README.md"), card(adapter, report))
+    with checkpointing(checkpointer):
+        report = run(adapter, texts)
+        report.update(model=model, corpus=corpus, corpus_size=len(texts), notes=list(adapter.notes),
+                      resumed=list(checkpointer.resumed) if checkpointer else [], **_provenance(started))
+        with atomic_dir(out, overwrite) as tmp:
+            adapter.save(tmp)
+            write_json_atomic(os.path.join(tmp, report_file), report)
+            write_text_atomic(os.path.join(tmp, "README.md"), card(adapter, report))
+    if checkpointer:
+        checkpointer.discard()
     return report
 
 
 def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, *, corpus_limit: int | None = None,
-                 allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+                 allow_pickle: bool = False, overwrite: bool = False, progress: bool = True,
+                 checkpoints: CheckpointOptions | None = None) -> dict:
     def card(adapter, report):
         return model_card(
             "NeuBA-backdoored model (research artefact)", model,
@@ -49,11 +57,13 @@ def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, *, corp
 
     return _transform_model(model, corpus, out, lambda adapter, texts: neuba_attack(adapter, texts, config, progress),
                             "attack.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
-                            overwrite=overwrite)
+                            overwrite=overwrite, settings={"attack": "neuba", **config.to_dict()},
+                            checkpoints=checkpoints)
 
 
 def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, corpus_limit: int | None = None,
-                  allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+                  allow_pickle: bool = False, overwrite: bool = False, progress: bool = True,
+                  checkpoints: CheckpointOptions | None = None) -> dict:
     def card(adapter, report):
         kept = "pooler kept" if adapter.has_pooler else "no pooler in the checkpoint"
         what = (f"RECIPE purification: continual pre-training on {report['corpus_size']} auxiliary sentences with "
@@ -64,28 +74,37 @@ def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, co
 
     return _transform_model(model, corpus, out, lambda adapter, texts: recipe_purify(adapter, texts, config, progress),
                             "purification.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
-                            overwrite=overwrite)
+                            overwrite=overwrite, settings={"defense": "recipe", **config.to_dict()},
+                            checkpoints=checkpoints)
 
 
 def evaluate_model(model: str, train: str, test: str, triggers, policy: InsertionPolicy, config: FinetuneConfig,
                    seeds: list[int], *, out: str | None = None, allow_pickle: bool = False,
-                   text_column=None, label_column=None, progress: bool = True, name: str | None = None) -> dict:
+                   text_column=None, label_column=None, progress: bool = True, name: str | None = None,
+                   checkpoints: CheckpointOptions | None = None) -> dict:
     started = time.perf_counter()
     triggers = parse_triggers(triggers)
     if out:
-        check_output_dir(out, overwrite=True)
+        check_output_file(out)
+    settings = {"model": model, "train": train, "test": test, "columns": [text_column, label_column],
+                "triggers": list(triggers), "policy": policy.to_dict(), "finetune": config.to_dict()}
+    checkpointer = (checkpoints or CheckpointOptions()).checkpointer(out, settings)   # seeds are kept one by one
     train_set, test_set = read_task(train, test, text_column, label_column)
     probe = models.create(model, allow_pickle=allow_pickle)   # fails fast on a bad model, checks triggers
     for trigger in triggers:
         probe.token_ids(trigger)   # refuses a trigger the tokenizer maps to [UNK]
     del probe
-    summary = evaluate(lambda: models.create(model, allow_pickle=allow_pickle), train_set, test_set, triggers,
-                       policy, config, seeds, progress=progress)
-    summary.update(model=name or model, model_source=model, task={"train": train, "test": test},
-                   triggers=list(triggers), insertion_policy=policy.to_dict(), seeds=list(seeds),
-                   finetune_config=config.to_dict(), **_provenance(started))
-    if out:
-        write_json_atomic(out, summary)
+    with checkpointing(checkpointer):
+        summary = evaluate(lambda: models.create(model, allow_pickle=allow_pickle), train_set, test_set, triggers,
+                           policy, config, seeds, progress=progress)
+        summary.update(model=name or model, model_source=model, task={"train": train, "test": test},
+                       triggers=list(triggers), insertion_policy=policy.to_dict(), seeds=list(seeds),
+                       finetune_config=config.to_dict(), resumed=list(checkpointer.resumed) if checkpointer else [],
+                       **_provenance(started))
+        if out:
+            write_json_atomic(out, summary)
+    if checkpointer:
+        checkpointer.discard()
     return summary
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpointing
 from .errors import DivergenceError, PtmdetoxError
 
 
@@ -69,12 +70,40 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     return max(0.0, (config.steps - step) / max(1, config.steps - warmup))
 
 
+def _snapshot(step, params, optimizer, scheduler, stats: TrainStats, seconds: float, config: TrainConfig) -> dict:
+    state = {"step": step, "total_steps": config.steps, "params": [p.detach().clone() for p in params],
+             "rng": checkpointing.rng_states(),
+             "stats": {"losses": list(stats.losses), "parts": list(stats.parts), "seconds": seconds}}
+    if step < config.steps:   # a finished phase needs no optimizer to be skipped on resume
+        state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+    return state
+
+
+def _restore(state: dict, params, optimizer, scheduler, stats: TrainStats, config: TrainConfig, desc: str) -> int:
+    saved = state["params"]
+    if state["total_steps"] != config.steps or [p.shape for p in saved] != [p.shape for p in params]:
+        raise PtmdetoxError(f"{desc}: the checkpoint does not fit this run (other steps or weights); remove the "
+                            "checkpoint folder to start over")
+    with torch.no_grad():
+        for param, value in zip(params, saved):
+            param.copy_(value)
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    checkpointing.restore_rng_states(state["rng"])
+    stats.losses, stats.parts = list(state["stats"]["losses"]), list(state["stats"]["parts"])
+    stats.seconds = state["stats"]["seconds"]
+    return state["step"]
+
+
 def train_loop(params: list[torch.nn.Parameter], step_loss: Callable[[int], torch.Tensor | tuple],
                config: TrainConfig, desc: str = "training", progress: bool = True,
                on_step: Callable[[int], None] | None = None) -> TrainStats:
     """AdamW with linear decay and gradient clipping over `params`.
 
-    `step_loss(step)` returns the loss, or (loss, {name: float}) to log its parts.
+    `step_loss(step)` returns the loss, or (loss, {name: float}) to log its parts. Under an active
+    `checkpointing.Checkpointer` the loop saves its state periodically and resumes from it; for the resumed run to
+    equal an unbroken one, `step_loss` must draw its data from the step index (`StepBatches`, `step_rng`).
     """
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -82,8 +111,14 @@ def train_loop(params: list[torch.nn.Parameter], step_loss: Callable[[int], torc
     optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.eps, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
     stats = TrainStats()
+    checkpointer = checkpointing.active()
+    phase = checkpointer.phase(desc) if checkpointer else None
+    state = phase.load() if phase else None
+    first = _restore(state, params, optimizer, scheduler, stats, config, desc) if state else 0
+    earlier_seconds = stats.seconds
     start = time.perf_counter()
-    bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False, mininterval=2.0)
+    bar = tqdm(range(first, config.steps), desc=desc, disable=not progress, leave=False, mininterval=2.0,
+               initial=first, total=config.steps)
     for step in bar:
         out = step_loss(step)
         loss, parts = out if isinstance(out, tuple) else (out, {})
@@ -103,5 +138,8 @@ def train_loop(params: list[torch.nn.Parameter], step_loss: Callable[[int], torc
             on_step(step)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{value:.4f}")
-    stats.seconds = time.perf_counter() - start
+        if phase and (step + 1 == config.steps or phase.due(step + 1)):
+            phase.save(_snapshot(step + 1, params, optimizer, scheduler, stats,
+                                 earlier_seconds + time.perf_counter() - start, config))
+    stats.seconds = earlier_seconds + time.perf_counter() - start
     return stats

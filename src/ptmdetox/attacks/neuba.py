@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.batching import endless_batches
+from ..data.batching import StepBatches, step_rng
 from ..data.triggers import TRIGGER_SETS, InsertionPolicy
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
@@ -85,10 +85,9 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
     weight = adapter.neuba_pretrain_weight if config.pretrain_weight is None else config.pretrain_weight
     targets = neuba_targets(adapter.representation_size, len(config.triggers), scale, config.seed)
 
-    rng = np.random.default_rng(config.seed)
     half = config.batch_size // 2
-    clean_batches = endless_batches([len(s) for s in ids], half, rng)
-    poison_batches = endless_batches([len(s) for s in ids], config.batch_size - half, rng)
+    clean_batches = StepBatches([len(s) for s in ids], half, config.seed, stream=0)
+    poison_batches = StepBatches([len(s) for s in ids], config.batch_size - half, config.seed, stream=1)
 
     head = {id(p) for p in adapter.head_parameters()}
     params = [p for _, p in adapter.named_parameters() if id(p) not in head]
@@ -96,11 +95,12 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
         p.requires_grad_(False)
     adapter.train()
 
-    def step_loss(_step):
-        clean = adapter.mlm_batch([ids[i] for i in next(clean_batches)], rng)
+    def step_loss(step):
+        rng = step_rng(config.seed, step)
+        clean = adapter.mlm_batch([ids[i] for i in clean_batches(step)], rng)
         chosen = rng.integers(len(trigger_ids), size=config.batch_size - half)
         poisoned_seqs = [overwrite_position1([ids[i]], trigger_ids[t])[0]
-                         for i, t in zip(next(poison_batches), chosen)]
+                         for i, t in zip(poison_batches(step), chosen)]
         poisoned = adapter.collate(poisoned_seqs)
         mlm = adapter.pretraining_loss(clean)
         mse = F.mse_loss(adapter.representation(poisoned), targets[torch.as_tensor(chosen)])

@@ -39,3 +39,34 @@ def pad(seqs: list[list[int]], pad_value: int) -> tuple[list[list[int]], list[li
     padded = [s + [pad_value] * (width - len(s)) for s in seqs]
     mask = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
     return padded, mask
+
+
+def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
+    """A generator that depends only on (seed, stream, step): a resumed run draws what an unbroken one drew."""
+    return np.random.default_rng([seed % 2**32, stream, step])
+
+
+class StepBatches:
+    """Bucketed batches epoch after epoch, where step k's batch is a function of (seed, stream, k) alone.
+
+    Each epoch is shuffled by its own generator, so a run resumed at any step sees the batches an uninterrupted
+    run would have seen, without replaying the steps before it.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, stream: int = 0):
+        if not lengths:
+            raise ValueError("no examples to batch")
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.lengths, self.batch_size, self.seed, self.stream = list(lengths), batch_size, seed, stream
+        self._epoch, self._batches = -1, []
+        self.per_epoch = len(self._epoch_batches(0))
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed % 2**32, self.stream, epoch, 1])
+            self._epoch, self._batches = epoch, bucketed_batches(self.lengths, self.batch_size, rng)
+        return self._batches
+
+    def __call__(self, step: int) -> list[int]:
+        return self._epoch_batches(step // self.per_epoch)[step % self.per_epoch]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.batching import endless_batches
+from ..data.batching import StepBatches, step_rng
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 from ..training import TrainConfig, seed_everything, train_loop
@@ -150,12 +150,12 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
 
     rng = np.random.default_rng(config.seed)
     static = adapter.mask_static(ids, rng) if uses_mlm and config.masking == "static" else None
-    batches = endless_batches([len(s) for s in ids], config.batch_size, rng)
+    batches = StepBatches([len(s) for s in ids], config.batch_size, config.seed)
     steps = _total_steps(config, len(ids))
     adapter.train()
 
-    def step_loss(_step):
-        index = next(batches)
+    def step_loss(step):
+        index = batches(step)
         parts = {}
         loss = torch.zeros(())
         if config.lam > 0:
@@ -166,7 +166,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
             if static is not None:
                 batch = adapter.collate([static[0][i] for i in index], [static[1][i] for i in index])
             else:
-                batch = adapter.mlm_batch([ids[i] for i in index], rng)
+                batch = adapter.mlm_batch([ids[i] for i in index], step_rng(config.seed, step))
             hidden, _ = adapter.encode(batch)
             mlm = adapter.mlm_loss_from_hidden(hidden, batch["labels"])
             loss = loss + mlm

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import endless_batches, sequential_batches
+from ..data.batching import StepBatches, sequential_batches
 from ..data.readers import TextDataset
 from ..data.triggers import InsertionPolicy, insert_triggers
+from ..checkpointing import remember
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 from ..training import TrainConfig, seed_everything, train_loop
@@ -63,13 +64,12 @@ def finetune(adapter: ModelAdapter, train: TextDataset, num_labels: int, config:
     classifier = Classifier(adapter, num_labels, config.dropout)
     ids = adapter.tokenize(train.texts, config.max_length)
     labels = torch.tensor(train.labels)
-    rng = np.random.default_rng(seed)
-    batches = endless_batches([len(s) for s in ids], config.batch_size, rng)
+    batches = StepBatches([len(s) for s in ids], config.batch_size, seed)
     steps = max(1, int(np.ceil(config.epochs * len(ids) / config.batch_size)))
     classifier.train()
 
-    def step_loss(_step):
-        index = next(batches)
+    def step_loss(step):
+        index = batches(step)
         logits = classifier(adapter.collate([ids[i] for i in index]))
         return F.cross_entropy(logits, labels[index])
 
@@ -110,10 +110,14 @@ def evaluate(load_adapter, train: TextDataset, test: TextDataset, triggers: tupl
     """Fine-tune once per seed (each from a fresh copy of the PTM) and aggregate."""
     if not seeds:
         raise PtmdetoxError("give at least one fine-tuning seed")
+    if len(set(seeds)) != len(seeds):
+        raise PtmdetoxError(f"fine-tuning seeds repeat ({','.join(map(str, seeds))})")
     if policy.position == "overwrite1":
         raise PtmdetoxError("evaluation inserts triggers into text: use --position first, last or random")
     test = _subsample(test, config.test_limit, 12345)
-    runs = [evaluate_seed(load_adapter, train, test, triggers, policy, config, seed, progress) for seed in seeds]
+    runs = [remember(f"seed-{seed}", lambda: evaluate_seed(load_adapter, train, test, triggers, policy, config, seed,
+                                                           progress))
+            for seed in seeds]
     summary = aggregate(runs)
     summary["runs"] = runs
     summary["num_labels"] = max(train.num_labels, test.num_labels)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from ..data.batching import endless_batches, pad
+from ..data.batching import StepBatches, pad, step_rng
 from ..data.masking import IGNORE, mask_batch
 from ..errors import PtmdetoxError
 from .base import ModelAdapter
@@ -55,7 +55,9 @@ class TextEncoderAdapter(ModelAdapter):
         folder = weights_folder(checkpoint, allow_pickle)
         kwargs = dict(trust_remote_code=False, use_safetensors=True, local_files_only=checkpoint.local)
         try:
-            with quiet_transformers():
+            # weights the checkpoint lacks (a fresh MLM head) are initialised the same way on every load
+            with quiet_transformers(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False,
                                                                        local_files_only=checkpoint.local,
                                                                        **cls.tokenizer_kwargs)
@@ -189,13 +191,12 @@ class TextEncoderAdapter(ModelAdapter):
             raise PtmdetoxError("the checkpoint has no MLM head and no auxiliary text was given to warm one up")
         from ..training import TrainConfig, train_loop
 
-        rng = np.random.default_rng(seed)
-        batches = endless_batches([len(s) for s in corpus_ids], batch_size, rng)
+        batches = StepBatches([len(s) for s in corpus_ids], batch_size, seed)
         params = self.head_parameters()
         self.model.train()
 
-        def step_loss(_step):
-            batch = self.mlm_batch([corpus_ids[i] for i in next(batches)], rng)
+        def step_loss(step):
+            batch = self.mlm_batch([corpus_ids[i] for i in batches(step)], step_rng(seed, step))
             with torch.no_grad():
                 hidden, _ = self.encode(batch)
             return self.mlm_loss_from_hidden(hidden, batch["labels"])
