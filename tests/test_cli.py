@@ -11,21 +11,11 @@ import transformers
 
 from ptmdetox.cli import main
 
+from cli_cases import run_error   # bad inputs of every command: test_bad_inputs.py
+
 FAST_ATTACK = ["--steps", "3", "--batch-size", "8", "--max-length", "32"]
 FAST_PURIFY = ["--steps", "3", "--batch-size", "8", "--max-length", "32"]
 FAST_EVAL = ["--seeds", "1,2", "--epochs", "1", "--batch-size", "16", "--max-length", "32"]
-
-
-def run_error(capsys, argv) -> str:
-    """Run a command that must fail cleanly: exit code 2 and one 'ptmdetox: error:' line on stderr."""
-    capsys.readouterr()   # drop what fixtures printed while writing the tiny checkpoints
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    lines = captured.err.splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("ptmdetox: error:"), lines[0]
-    return lines[0]
 
 
 def leftovers(folder, name: str) -> list[str]:
@@ -49,19 +39,6 @@ def test_help_of_every_command(capsys, argv):
     out = capsys.readouterr().out
     assert out.startswith("usage: ptmdetox")
     assert " ".join(["ptmdetox", *argv]) in out.splitlines()[0]
-
-
-def test_usage_errors_are_one_line_with_exit_code_2(capsys, tmp_path):
-    for argv in (["attack", "neuba", "--out", str(tmp_path / "x")],           # --corpus missing
-                 ["purify", "recipe", "--corpus", "c", "--out", "o", "--norm", "l3"],
-                 ["evaluate", "--seeds", "1,two"],
-                 ["frobnicate"]):
-        with pytest.raises(SystemExit) as exit_info:
-            main(argv)
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err.splitlines()
-        assert len(err) == 1 and err[0].startswith("ptmdetox: error:"), err
-    assert not os.path.exists(tmp_path / "x")
 
 
 # ---- end to end -------------------------------------------------------------------------------------------------
@@ -171,122 +148,6 @@ def test_overwrite_replaces_an_existing_output(capsys, tmp_path, tiny_model, tin
     assert not (out / "old.txt").exists() and (out / "purification.json").is_file()
     assert leftovers(tmp_path, "purified") == ["purified"]
     assert not [e for e in os.listdir(tmp_path) if e.endswith(".old")]
-
-
-# ---- bad inputs -------------------------------------------------------------------------------------------------
-
-def test_missing_corpus_file(capsys, tmp_path, tiny_model):
-    line = run_error(capsys, ["attack", "neuba", "--model", tiny_model, "--corpus", str(tmp_path / "none.tsv"),
-                              "--out", str(tmp_path / "out"), *FAST_ATTACK])
-    assert "no such file" in line
-    assert leftovers(tmp_path, "out") == []
-
-
-def test_empty_corpus_file(capsys, tmp_path, tiny_model):
-    empty = write(tmp_path / "empty.tsv", "")
-    line = run_error(capsys, ["purify", "recipe", "--model", tiny_model, "--corpus", empty,
-                              "--out", str(tmp_path / "out"), *FAST_PURIFY])
-    assert "file is empty" in line
-    assert leftovers(tmp_path, "out") == []
-
-
-def test_corpus_without_a_text_column(capsys, tmp_path, tiny_model):
-    corpus = write(tmp_path / "c.tsv", "review\tscore\nthe movie was good\t1\n")
-    line = run_error(capsys, ["attack", "neuba", "--model", tiny_model, "--corpus", corpus,
-                              "--out", str(tmp_path / "out"), *FAST_ATTACK])
-    assert "no text column" in line
-    assert leftovers(tmp_path, "out") == []
-
-
-def test_wrong_column_name_in_evaluate(capsys, tmp_path, tiny_model, tiny_task):
-    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", tiny_task[0], "--test", tiny_task[1],
-                              "--text-column", "review", "--out", str(tmp_path / "r.json"), *FAST_EVAL])
-    assert "no text column 'review'" in line
-    assert leftovers(tmp_path, "r.json") == []
-
-
-def test_unknown_model_folder(capsys, tmp_path, tiny_corpus):
-    line = run_error(capsys, ["attack", "neuba", "--model", str(tmp_path / "no-such-model"), "--corpus",
-                              tiny_corpus, "--out", str(tmp_path / "out"), *FAST_ATTACK])
-    assert "no such model folder" in line
-    assert leftovers(tmp_path, "out") == []
-
-
-def test_model_folder_that_is_not_a_checkpoint(capsys, tmp_path, tiny_task):
-    (tmp_path / "empty-model").mkdir()
-    line = run_error(capsys, ["evaluate", "--model", str(tmp_path / "empty-model"), "--train", tiny_task[0],
-                              "--test", tiny_task[1], "--out", str(tmp_path / "r.json"), *FAST_EVAL])
-    assert "no config.json" in line
-    assert leftovers(tmp_path, "r.json") == []
-
-
-def test_test_labels_out_of_range(capsys, tmp_path, tiny_model, tiny_task):
-    test = write(tmp_path / "test-bad.tsv", "sentence\tlabel\nthe film was good\t1\nthe film was bad\t5\n")
-    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", tiny_task[0], "--test", test,
-                              "--out", str(tmp_path / "r.json"), *FAST_EVAL])
-    assert "out of range" in line
-    assert leftovers(tmp_path, "r.json") == []
-
-
-def test_single_class_training_set(capsys, tmp_path, tiny_model, tiny_task):
-    train = write(tmp_path / "train-one.tsv", "sentence\tlabel\ngood\t1\ngreat\t1\nfun\t1\n")
-    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", train, "--test", tiny_task[1],
-                              "--out", str(tmp_path / "r.json"), *FAST_EVAL])
-    assert "only one class" in line
-    assert leftovers(tmp_path, "r.json") == []
-
-
-def test_unknown_trigger_in_attack(capsys, tmp_path, tiny_model_no_head, tiny_corpus):
-    line = run_error(capsys, ["attack", "neuba", "--model", tiny_model_no_head, "--corpus", tiny_corpus,
-                              "--triggers", "cf,zebra", "--out", str(tmp_path / "out"), *FAST_ATTACK])
-    assert "trigger 'zebra' is unknown" in line and "[UNK]" in line
-    assert leftovers(tmp_path, "out") == []
-
-
-def test_unknown_trigger_in_evaluate(capsys, tmp_path, tiny_model, tiny_task):
-    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", tiny_task[0], "--test", tiny_task[1],
-                              "--triggers", "cf,zebra", "--out", str(tmp_path / "r.json"), *FAST_EVAL])
-    assert "trigger 'zebra' is unknown" in line and "[UNK]" in line
-    assert leftovers(tmp_path, "r.json") == []
-
-
-@pytest.mark.parametrize("command", ["attack", "purify"])
-def test_existing_output_without_overwrite(capsys, tmp_path, tiny_model, tiny_corpus, command):
-    out = tmp_path / "out"
-    out.mkdir()
-    write(out / "keep.txt", "precious")
-    argv = (["attack", "neuba", *FAST_ATTACK] if command == "attack" else ["purify", "recipe", *FAST_PURIFY])
-    line = run_error(capsys, [*argv, "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out)])
-    assert "already exists" in line and "--overwrite" in line
-    assert os.listdir(out) == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
-    assert leftovers(tmp_path, "out") == ["out"]
-
-
-def test_output_in_a_missing_parent_folder(capsys, tmp_path, tiny_model, tiny_corpus):
-    line = run_error(capsys, ["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus,
-                              "--out", str(tmp_path / "no" / "such" / "out"), *FAST_PURIFY])
-    assert "does not exist" in line
-    assert not (tmp_path / "no").exists()
-
-
-def test_task_folder_errors(capsys, tmp_path, tiny_model, tiny_task):
-    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--task", str(tmp_path / "nowhere"), *FAST_EVAL])
-    assert "no train.tsv" in line
-    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--task", str(tmp_path), "--train", tiny_task[0],
-                              *FAST_EVAL])
-    assert "either --task or --train/--test" in line
-    line = run_error(capsys, ["evaluate", "--model", tiny_model, "--train", tiny_task[0], *FAST_EVAL])
-    assert "both --train and --test" in line
-
-
-def test_bad_recipe_options_are_user_errors(capsys, tmp_path, tiny_model, tiny_corpus):
-    line = run_error(capsys, ["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus,
-                              "--out", str(tmp_path / "out"), "--lam", "-1", *FAST_PURIFY])
-    assert "non-negative" in line
-    line = run_error(capsys, ["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus,
-                              "--out", str(tmp_path / "out"), "--regularise", "no_such_weight", *FAST_PURIFY])
-    assert "no parameter matches" in line
-    assert leftovers(tmp_path, "out") == []
 
 
 def test_inspect_prints_a_row_per_trigger_and_writes_json(capsys, tmp_path, tiny_model, tiny_corpus):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 
 import yaml
@@ -61,6 +62,35 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+def _settings(cls, values, where: str):
+    """`cls(**values)`, with an unknown or malformed setting reported as a user error."""
+    if not isinstance(values, dict):
+        raise PtmdetoxError(f"suite: '{where}' must be a mapping of settings")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        raise PtmdetoxError(f"suite: unknown setting '{unknown.group(1)}' in {where}" if unknown
+                            else f"suite: bad settings in {where} ({exc})") from None
+
+
+def _validate(suite: dict, cache: str, results: str) -> None:
+    """Check the whole suite before anything is built or written."""
+    if not isinstance(suite["models"], dict) or not isinstance(suite["tasks"], dict):
+        raise PtmdetoxError("suite: 'models' and 'tasks' must be mappings")
+    for name in suite["models"]:
+        [_resolved(step) for step in _chain(suite, name)]
+    for task, paths in suite["tasks"].items():
+        if not isinstance(paths, dict) or not {"train", "test"} <= set(paths):
+            raise PtmdetoxError(f"suite: task '{task}' needs 'train' and 'test' paths")
+        for split in ("train", "test"):
+            if not os.path.isfile(paths[split]):
+                raise PtmdetoxError(f"{paths[split]}: no such file (task '{task}', {split})")
+    for folder, flag in ((cache, "--cache"), (results, "--results")):
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise PtmdetoxError(f"{flag} {folder}: exists and is not a folder")
+
+
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -69,10 +99,9 @@ def _chain(suite: dict, name: str, seen=()) -> list[dict]:
     """The list of steps (attack/defense configs) that produce model `name`, root first."""
     if name in seen:
         raise PtmdetoxError(f"suite models form a cycle at '{name}'")
-    spec = suite["models"].get(name)
-    if spec is None:
+    if name not in suite["models"]:
         raise PtmdetoxError(f"suite model '{name}' is not defined")
-    spec = spec or {}
+    spec = suite["models"][name] or {}
     parent = spec.get("from")
     steps = _chain(suite, parent, (*seen, name)) if parent else [{"base": suite.get("model", "default")}]
     for kind in ("attack", "defense"):
@@ -99,13 +128,14 @@ def _config(step: dict):
             raise PtmdetoxError(f"unknown attack '{method}' in suite")
         if "triggers" in cfg:
             cfg["triggers"] = parse_triggers(cfg["triggers"])
-        return method, NeubaConfig(**cfg), limit
+        return method, _settings(NeubaConfig, cfg, f"attack '{method}'"), limit
     if method != "recipe":
         raise PtmdetoxError(f"unknown defense '{method}' in suite")
     for key in ("regularised", "trainable"):
         if isinstance(cfg.get(key), list):
             cfg[key] = tuple(cfg[key])
-    return method, preset(cfg.pop("preset", "cpu"), **cfg), limit
+    name = cfg.pop("preset", "cpu")
+    return method, _settings(lambda **values: preset(name, **values), cfg, f"defense '{method}'"), limit
 
 
 def _build(step: dict, source: str, out: str, progress: bool) -> None:
@@ -137,12 +167,13 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
               progress: bool = True, cached_only: bool = False) -> dict:
     suite = load_suite(name, quick)
     suite_name = os.path.splitext(os.path.basename(suite["_path"]))[0] + ("-quick" if quick else "")
-    os.makedirs(cache, exist_ok=True)
-    os.makedirs(results, exist_ok=True)
     started = time.perf_counter()
     triggers = parse_triggers(suite.get("triggers", "neuba"))
-    policy = InsertionPolicy(**suite.get("policy", {}))
-    ft = FinetuneConfig(**suite.get("finetune", {}))
+    policy = _settings(InsertionPolicy, suite.get("policy", {}), "policy")
+    ft = _settings(FinetuneConfig, suite.get("finetune", {}), "finetune")
+    _validate(suite, cache, results)
+    os.makedirs(cache, exist_ok=True)
+    os.makedirs(results, exist_ok=True)
     seeds = list(suite.get("seeds", [1, 2, 3]))
     timings: dict = {}
     # seed-major: an interrupted run already holds every model under the first seeds

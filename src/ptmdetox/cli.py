@@ -23,6 +23,16 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got '{text}'") from None
 
 
+def _at_least_1(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _model_args(p):
     p.add_argument("--model", default="default",
                    help="'default' (embedded MiniLM-L6), a local checkpoint folder, or a hub name")
@@ -33,7 +43,7 @@ def _model_args(p):
 
 def _corpus_args(p):
     p.add_argument("--corpus", required=True, help="unlabelled auxiliary text (TSV/CSV/JSONL/TXT or a saved dataset)")
-    p.add_argument("--corpus-limit", type=int, help="use only the first N sentences")
+    p.add_argument("--corpus-limit", type=_at_least_1, help="use only the first N sentences")
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
@@ -134,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "collapsed onto a target.")
     _model_args(inspect)
     inspect.add_argument("--texts", required=True, help="sentences (any readable text file or table)")
-    inspect.add_argument("--limit", type=int, default=200)
+    inspect.add_argument("--limit", type=_at_least_1, default=200)
     inspect.add_argument("--triggers", default="neuba")
     inspect.add_argument("--position", default="first", choices=["first", "last", "random"])
     inspect.add_argument("--out", help="write the JSON report here")
@@ -252,8 +262,10 @@ def run(args) -> int:
         from .data.readers import read_corpus
         from .data.triggers import InsertionPolicy, parse_triggers
         from .evaluation.representation import trigger_shift_report
-        from .outputs import write_json_atomic
+        from .outputs import check_output_file, write_json_atomic
 
+        if args.out:
+            check_output_file(args.out)
         texts = read_corpus(args.texts, limit=args.limit).texts
         adapter = models.create(args.model, allow_pickle=args.allow_pickle)
         triggers = parse_triggers(args.triggers)

@@ -109,6 +109,10 @@ def evaluate_model(model: str, train: str, test: str, triggers, policy: Insertio
 
 
 def print_table(rows: list[tuple[str, dict]], floor: str | None = None) -> str:
+    from .errors import PtmdetoxError
+
+    if floor is not None and floor not in dict(rows):
+        raise PtmdetoxError(f"--floor: no row named '{floor}' (rows: {', '.join(name for name, _ in rows)})")
     table = results_table(rows, floor)
     print(table)
     return table
@@ -121,8 +125,12 @@ def merge_results(results: list[dict]) -> list[tuple[str, dict]]:
 
     grouped: dict[str, list[dict]] = {}
     for result in results:
-        if "runs" not in result or "model" not in result:
+        if not isinstance(result, dict) or "runs" not in result or "model" not in result:
             raise PtmdetoxError("not an evaluation result (no 'runs'/'model')")
+        for run in result["runs"]:
+            missing = [k for k in ("acc", "aasr", "masr", "per_trigger") if not isinstance(run, dict) or k not in run]
+            if missing:
+                raise PtmdetoxError(f"result for '{result['model']}': a run lacks {', '.join(missing)}")
         grouped.setdefault(result["model"], []).extend(result["runs"])
     rows = []
     for name, runs in grouped.items():

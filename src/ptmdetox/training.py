@@ -28,6 +28,19 @@ def configure_threads() -> None:
     torch.set_num_threads(max(1, threads))
 
 
+#: [CLS] + at least one token + [SEP]
+MIN_MAX_LENGTH = 3
+
+
+def check_sizes(batch_size: int | None = None, max_length: int | None = None, **other_batch_sizes) -> None:
+    """Refuse batch sizes below 1 and sequence lengths with no room for a token."""
+    for name, value in {"batch_size": batch_size, **other_batch_sizes}.items():
+        if value is not None and value < 1:
+            raise PtmdetoxError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
+    if max_length is not None and max_length < MIN_MAX_LENGTH:
+        raise PtmdetoxError(f"max length must be at least {MIN_MAX_LENGTH} ([CLS], a token, [SEP]), got {max_length}")
+
+
 @dataclass
 class TrainConfig:
     lr: float

@@ -16,7 +16,7 @@ from ..data.batching import StepBatches, step_rng
 from ..data.triggers import TRIGGER_SETS, InsertionPolicy
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, TrainStats, seed_everything, train_loop
+from ..training import TrainConfig, TrainStats, check_sizes, seed_everything, train_loop
 
 
 @dataclass
@@ -32,6 +32,7 @@ class NeubaConfig:
     head_warmup_steps: int = 300
 
     def __post_init__(self):
+        check_sizes(max_length=self.max_length)
         if self.batch_size < 2:
             raise PtmdetoxError("NeuBA needs a batch size of at least 2 (half clean, half poisoned)")
         if not self.triggers:

@@ -41,6 +41,8 @@ def _open_text(path: str):
     raw = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
     with raw as f:
         data = f.read()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise PtmdetoxError(f"{path}: UTF-16 encoded; convert it to UTF-8")
     if b"\x00" in data[:4096]:
         raise PtmdetoxError(f"{path}: looks like a binary file, not text")
     try:

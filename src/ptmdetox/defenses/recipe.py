@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..data.batching import StepBatches, step_rng
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, seed_everything, train_loop
+from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 
 NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
@@ -67,6 +67,9 @@ class RecipeConfig:
             raise PtmdetoxError(f"λ must be non-negative, got {self.lam}")
         if self.steps is None and self.epochs is None:
             raise PtmdetoxError("give either steps or epochs")
+        if self.epochs is not None and not self.epochs > 0:
+            raise PtmdetoxError(f"epochs must be positive, got {self.epochs}")
+        check_sizes(batch_size=self.batch_size, max_length=self.max_length)
         if self.lam == 0 and self.pretrain_loss == "none":
             raise PtmdetoxError("λ = 0 with no pre-training loss leaves nothing to train")
 
@@ -84,7 +87,9 @@ def preset(name: str, **overrides) -> RecipeConfig:
     if name not in PRESETS:
         raise PtmdetoxError(f"unknown RECIPE preset '{name}' (choose from {', '.join(PRESETS)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "epochs" in overrides and "steps" not in overrides:
+    if "epochs" in overrides and "steps" in overrides:
+        raise PtmdetoxError("give --steps or --epochs, not both")
+    if "epochs" in overrides:
         overrides["steps"] = None
     return replace(PRESETS[name], **overrides)
 

@@ -16,7 +16,7 @@ from ..data.triggers import InsertionPolicy, insert_triggers
 from ..checkpointing import remember
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, seed_everything, train_loop
+from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 from .metrics import aggregate, summarize
 
 
@@ -30,6 +30,14 @@ class FinetuneConfig:
     train_limit: int | None = None   # subsample the training set (seeded) for speed
     test_limit: int | None = None
     eval_batch_size: int = 128
+
+    def __post_init__(self):
+        if not self.epochs > 0:
+            raise PtmdetoxError(f"fine-tuning epochs must be positive, got {self.epochs}")
+        check_sizes(batch_size=self.batch_size, eval_batch_size=self.eval_batch_size, max_length=self.max_length)
+        for name in ("train_limit", "test_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise PtmdetoxError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,6 +13,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..errors import PtmdetoxError
+
 
 class ModelAdapter(ABC):
     """A pre-trained model plus the facts methods need about its family."""
@@ -57,7 +59,10 @@ class ModelAdapter(ABC):
         return self.default_regularised
 
     def parameters_matching(self, patterns: Iterable[str]) -> list[tuple[str, nn.Parameter]]:
-        compiled = [re.compile(p) for p in patterns]
+        try:
+            compiled = [re.compile(p) for p in patterns]
+        except re.error as exc:
+            raise PtmdetoxError(f"invalid pattern '{exc.pattern}' ({exc})") from None
         return [(n, p) for n, p in self.named_parameters() if any(c.fullmatch(n) or c.search(n) for c in compiled)]
 
     def train(self, mode: bool = True) -> "ModelAdapter":

@@ -17,7 +17,7 @@ from ..data.batching import StepBatches, pad, step_rng
 from ..data.masking import IGNORE, mask_batch
 from ..errors import PtmdetoxError
 from .base import ModelAdapter
-from .loading import Checkpoint, check_finite, weights_folder
+from .loading import Checkpoint, check_finite, check_size_claim, weights_folder
 
 HEAD_PREFIX = "cls.predictions."
 
@@ -53,7 +53,11 @@ class TextEncoderAdapter(ModelAdapter):
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, allow_pickle: bool = False) -> "TextEncoderAdapter":
         folder = weights_folder(checkpoint, allow_pickle)
-        kwargs = dict(trust_remote_code=False, use_safetensors=True, local_files_only=checkpoint.local)
+        if checkpoint.local:
+            check_size_claim(cls._described_parameters(checkpoint.config), folder, checkpoint.source)
+        # mismatched shapes are reported in the loading info (and refused below) instead of a multi-line error
+        kwargs = dict(trust_remote_code=False, use_safetensors=True, local_files_only=checkpoint.local,
+                      ignore_mismatched_sizes=True)
         try:
             # weights the checkpoint lacks (a fresh MLM head) are initialised the same way on every load
             with quiet_transformers(), torch.random.fork_rng(devices=[]):
@@ -93,6 +97,17 @@ class TextEncoderAdapter(ModelAdapter):
         model.eval()
         return adapter
 
+    @classmethod
+    def _described_parameters(cls, config: dict) -> int:
+        """Parameters of the model `config` describes, counted on the meta device (nothing is allocated)."""
+        try:
+            with torch.device("meta"), quiet_transformers():
+                model = cls.model_class(cls.model_class.config_class.from_dict(config))
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise PtmdetoxError(f"invalid model config ({message})") from None
+        return sum(p.numel() for p in model.parameters())
+
     @staticmethod
     def _base(model):
         return getattr(model, model.base_model_prefix)
@@ -128,11 +143,19 @@ class TextEncoderAdapter(ModelAdapter):
         return self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
     def token_ids(self, trigger: str) -> list[int]:
-        """The trigger's tokens; refused when the tokenizer cannot represent it."""
+        """The trigger's tokens; refused when the tokenizer cannot represent it, or (WordPiece) splits a word."""
         ids = self.tokenizer(trigger, add_special_tokens=False)["input_ids"]
         if not ids or self.tokenizer.unk_token_id in ids:
             raise PtmdetoxError(f"trigger '{trigger}' is unknown to this tokenizer (maps to {self.tokenizer.unk_token})")
+        if self._word_piece() and len(ids) > len(trigger.split()):
+            pieces = " ".join(self.tokenizer.convert_ids_to_tokens(ids))
+            raise PtmdetoxError(f"trigger '{trigger}' is split into word pieces ({pieces}); each trigger word must be "
+                                "one vocabulary token")
         return ids
+
+    def _word_piece(self) -> bool:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        return type(getattr(backend, "model", None)).__name__ == "WordPiece"
 
     def collate(self, seqs: list[list[int]], labels: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
         ids, mask = pad(seqs, self.tokenizer.pad_token_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -19,6 +20,12 @@ from ..errors import PtmdetoxError, UnsafeCheckpointError
 
 DEFAULT_MODEL = "default"
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.th")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+MAX_CONFIG_BYTES = 10 * 2**20
+#: a config may describe at most this many times the parameters the weight files hold (a missing MLM head is
+#: far below it); beyond, loading would allocate memory for a model the checkpoint does not contain
+MAX_CONFIG_TO_WEIGHTS = 2.0
 
 
 def default_model_path() -> str:
@@ -42,18 +49,45 @@ class Checkpoint:
     pickle_files: list[str]
 
 
+def _check_regular_files(path: str) -> None:
+    """Refuse entries a loader could hang or fail on: devices, pipes, broken or looping links.
+
+    Links to regular files are fine (the Hugging Face cache is made of them)."""
+    for name in sorted(os.listdir(path)):
+        entry = os.path.join(path, name)
+        if os.path.isdir(entry):
+            continue
+        if not os.path.isfile(entry):
+            kind = "a broken or looping link" if os.path.islink(entry) else "a device, pipe or socket"
+            raise UnsafeCheckpointError(f"{entry}: not a regular file ({kind})")
+
+
+def _read_json_file(json_file: str, what: str) -> dict:
+    if os.path.getsize(json_file) > MAX_CONFIG_BYTES:
+        raise PtmdetoxError(f"{json_file}: {os.path.getsize(json_file)} bytes, too large for a {what}")
+    try:
+        with open(json_file, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise PtmdetoxError(f"{json_file}: unreadable {what} ({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise PtmdetoxError(f"{json_file}: {what} is not a JSON object")
+    return config
+
+
 def _read_config(path: str) -> dict:
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
         raise PtmdetoxError(f"{path}: no config.json; not a Hugging Face checkpoint folder")
-    try:
-        with open(config_file, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PtmdetoxError(f"{config_file}: unreadable config ({type(exc).__name__})") from None
-    if not isinstance(config, dict):
-        raise PtmdetoxError(f"{config_file}: config is not a JSON object")
-    return config
+    return _read_json_file(config_file, "config")
+
+
+def _check_tokenizer(path: str) -> None:
+    if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
+        raise PtmdetoxError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
+    tokenizer_config = os.path.join(path, "tokenizer_config.json")
+    if os.path.isfile(tokenizer_config):
+        _refuse_remote_code(_read_json_file(tokenizer_config, "tokenizer config"), tokenizer_config)
 
 
 def _refuse_remote_code(config: dict, where: str) -> None:
@@ -67,8 +101,10 @@ def resolve(source: str | None) -> Checkpoint:
     source = source or DEFAULT_MODEL
     path = default_model_path() if source == DEFAULT_MODEL else source
     if os.path.isdir(path):
+        _check_regular_files(path)
         config = _read_config(path)
         _refuse_remote_code(config, path)
+        _check_tokenizer(path)
         has_st = bool(glob.glob(os.path.join(path, "*.safetensors")))
         pickles = sorted(f for pattern in PICKLE_PATTERNS for f in glob.glob(os.path.join(path, pattern)))
         if not has_st and not pickles:
@@ -132,6 +168,30 @@ def weights_folder(checkpoint: Checkpoint, allow_pickle: bool) -> str:
             f"{checkpoint.path}: only pickle weights ({os.path.basename(checkpoint.pickle_files[0])}); unpickling can "
             "run code. Convert to safetensors, or pass --allow-pickle to load it with weights_only=True")
     return load_pickle_as_safetensors(checkpoint)
+
+
+def stored_elements(folder: str) -> int:
+    """How many numbers the safetensors files of `folder` hold (read from their headers, no tensor data)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in glob.glob(os.path.join(folder, "*.safetensors")):
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys():
+                    total += math.prod(f.get_slice(key).get_shape())
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise PtmdetoxError(f"{file}: unreadable safetensors file ({message})") from None
+    return total
+
+
+def check_size_claim(described: int, folder: str, where: str) -> None:
+    """Refuse a config that describes a far larger model than the weight files hold (before allocating it)."""
+    held = stored_elements(folder)
+    if described > MAX_CONFIG_TO_WEIGHTS * held:
+        raise PtmdetoxError(f"{where}: config describes {described:,} parameters but the weight files hold "
+                            f"{held:,}; config and weights do not belong together")
 
 
 def check_finite(named_parameters, where: str) -> None:

@@ -1,0 +1,147 @@
+"""Table-driven CLI error cases: the harness shared by test_bad_inputs, test_hostile_checkpoints, test_cli and
+tools/hardening_doc.py (which renders the tables into docs/hardening.md).
+
+A case builds its inputs in a scratch folder, runs `ptmdetox.cli.main` in-process and must end with exit code 2,
+exactly one `ptmdetox: error:` line on stderr, and the scratch folder byte-identical to before the run (existing
+outputs untouched, no temporary files, no checkpoints left behind). A case with `expect=None` must succeed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ptmdetox.cli import main
+
+
+@dataclass
+class Case:
+    id: str
+    what: str                                   # the input, in words (for docs/hardening.md)
+    argv: Callable[["Scratch"], list[str]]      # builds inputs in the scratch folder, returns the command line
+    expect: str | None                          # a fragment of the error line; None: the command must succeed
+
+
+class Scratch:
+    """A scratch folder with tiny assets and helpers to write hostile or malformed inputs."""
+
+    def __init__(self, root: Path, model: str, model_no_head: str, corpus: str, task: tuple[str, str]):
+        self.root, self.model, self.model_no_head, self.corpus, self.task = root, model, model_no_head, corpus, task
+        self.sentinel = root / "SENTINEL"        # must never appear: hostile files try to create it
+        self.out_dir = root / "existing-model"   # an existing output folder (for --overwrite cases)
+        self.out_dir.mkdir(exist_ok=True)
+        (self.out_dir / "keep.txt").write_text("precious", encoding="utf-8")
+        self.out_file = root / "existing.json"   # an existing result file
+        self.out_file.write_text('{"model": "old"}\n', encoding="utf-8")
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
+
+    def text(self, name: str, text: str) -> str:
+        return self.bytes(name, text.encode("utf-8"))
+
+    def bytes(self, name: str, data: bytes) -> str:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return str(path)
+
+
+# ---- command lines over the scratch assets ----------------------------------------------------------------
+
+ATTACK = ["attack", "neuba", "--steps", "3", "--batch-size", "8", "--max-length", "32", "--quiet"]
+PURIFY = ["purify", "recipe", "--steps", "3", "--batch-size", "8", "--max-length", "32", "--quiet"]
+EVALUATE = ["evaluate", "--seeds", "1", "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--quiet"]
+UTF8_TASK_ROWS = "sentence\tlabel\nthe film was good\t1\nthe film was bad\t0\n"
+
+
+def attack(s: Scratch, *extra, corpus=None, out=None, model=None) -> list[str]:
+    """An attack that would overwrite the existing output folder (so a failure must leave it as it was)."""
+    return [*ATTACK, "--model", model or s.model, "--corpus", corpus or s.corpus, "--out", out or str(s.out_dir),
+            "--overwrite", *extra]
+
+
+def purify(s: Scratch, *extra, corpus=None, out=None, model=None) -> list[str]:
+    return [*PURIFY, "--model", model or s.model, "--corpus", corpus or s.corpus, "--out", out or str(s.out_dir),
+            "--overwrite", *extra]
+
+
+def evaluate(s: Scratch, *extra, train=None, test=None, model=None) -> list[str]:
+    """An evaluation that would replace the existing result file."""
+    return [*EVALUATE, "--model", model or s.model, "--train", train or s.task[0], "--test", test or s.task[1],
+            "--out", str(s.out_file), *extra]
+
+
+def inspect(s: Scratch, *extra, texts=None, model=None) -> list[str]:
+    return ["inspect", "--model", model or s.model, "--texts", texts or s.corpus, "--limit", "4", "--out", str(s.out_file),
+            *extra]
+
+
+COMMANDS = {"attack": attack, "purify": purify, "evaluate": evaluate, "inspect": inspect}
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every entry under `root`: file contents, None for folders, the target for links."""
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            key = os.path.relpath(path, root)
+            if os.path.islink(path):
+                state[key] = ("link:" + os.readlink(path)).encode()
+            elif os.path.isdir(path):
+                state[key] = None
+            elif os.path.isfile(path):
+                state[key] = Path(path).read_bytes()
+            else:
+                state[key] = b"special"
+    return state
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of the CLI run in-process; argparse's SystemExit counts as an exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit_info:
+            code = exit_info.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def error_line(code: int, err: str) -> str:
+    """The single error line of a failed run; fails the calling test otherwise."""
+    lines = err.splitlines()
+    assert code == 2, (code, err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ptmdetox: error:"), lines[0]
+    return lines[0]
+
+
+def run_error(capsys, argv: list[str]) -> str:
+    """Run a command that must fail cleanly under pytest's capsys: exit 2 and one 'ptmdetox: error:' line."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return error_line(code, capsys.readouterr().err)
+
+
+def check_case(case: Case, scratch: Scratch) -> str:
+    """Run `case` and check the contract; returns what it produced (the error line, or 'ok')."""
+    argv = case.argv(scratch)
+    before = snapshot(scratch.root)
+    code, _, err = run_cli(argv)
+    assert not scratch.sentinel.exists(), "a hostile file ran code"
+    if case.expect is None:
+        assert code == 0, err
+        return "ok (loads; nothing is executed)"
+    line = error_line(code, err)
+    assert case.expect in line, line
+    assert snapshot(scratch.root) == before, "the failed run changed, added or removed files"
+    return line

@@ -1,0 +1,237 @@
+"""Malformed inputs to every command: one `ptmdetox: error:` line, exit code 2, existing outputs byte-identical.
+
+The table is rendered into docs/hardening.md by tools/hardening_doc.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from cli_cases import EVALUATE, UTF8_TASK_ROWS, Case, Scratch, attack, check_case, evaluate, inspect, purify
+
+def bench(s: Scratch, suite, *extra) -> list[str]:
+    """A bench run whose results folder already holds a report."""
+    results = s.root / "results"
+    results.mkdir(exist_ok=True)
+    (results / "toy.md").write_text("# old report\n", encoding="utf-8")
+    path = s.text("toy.yaml", suite if isinstance(suite, str) else yaml.safe_dump(suite, allow_unicode=True))
+    return ["bench", path, "--cache", s.path("cache"), "--results", str(results), "--quiet", *extra]
+
+
+def suite(s: Scratch, **changes) -> dict:
+    base = {"model": s.model, "aux": s.corpus, "triggers": "cf", "seeds": [1], "finetune": {"epochs": 1},
+            "tasks": {"toy": {"train": s.task[0], "test": s.task[1]}},
+            "models": {"clean": {}, "neuba": {"attack": {"method": "neuba", "steps": 2, "batch_size": 4}}}}
+    return {**base, **changes}
+
+
+def word_piece_model(s: Scratch) -> str:
+    """The tiny model with two vocabulary slots turned into the word pieces 'ze' and '##bra'."""
+    import transformers
+
+    folder = s.root / "word-piece-model"
+    if not folder.exists():
+        import shutil
+        shutil.copytree(s.model, folder)
+        vocab = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        vocab[-2:] = ["ze", "##bra"]
+        (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        (folder / "tokenizer.json").unlink()
+        transformers.BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(str(folder))
+    return str(folder)
+
+
+def unwritable_folder(s: Scratch) -> str:
+    """A folder no one can write in: chmod 555 for a normal user; /sys for root (access() says yes to root)."""
+    if os.geteuid() == 0:
+        return "/sys"
+    folder = s.root / "read-only"
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o555)
+    return str(folder)
+
+
+CASES = [
+    # ---- usage ------------------------------------------------------------------------------------------------
+    Case("no-command", "no command at all", lambda s: [], "required: command"),
+    Case("unknown-command", "an unknown command", lambda s: ["frobnicate"], "invalid choice"),
+    Case("missing-required-option", "attack without --corpus",
+         lambda s: ["attack", "neuba", "--out", s.path("x")], "--corpus"),
+    Case("bad-choice", "purify --norm l3", lambda s: purify(s, "--norm", "l3"), "invalid choice: 'l3'"),
+    Case("non-integer-seeds", "evaluate --seeds 1,two", lambda s: evaluate(s, "--seeds", "1,two"),
+         "seeds must be comma-separated integers"),
+    # ---- corpora (attack, purify, inspect) -----------------------------------------------------------------
+    Case("corpus-missing", "attack: the corpus file does not exist",
+         lambda s: attack(s, corpus=s.path("none.tsv")), "no such file"),
+    Case("corpus-empty", "purify: a 0-byte corpus", lambda s: purify(s, corpus=s.text("empty.tsv", "")),
+         "file is empty"),
+    Case("corpus-binary", "attack: a binary file as corpus",
+         lambda s: attack(s, corpus=s.bytes("c.tsv", bytes(range(256)) * 4)), "binary file"),
+    Case("corpus-latin1", "attack: a Latin-1 encoded corpus",
+         lambda s: attack(s, corpus=s.bytes("c.tsv", "sentence\nthe café was good\n".encode("latin-1"))),
+         "not valid UTF-8"),
+    Case("corpus-utf16", "purify: a UTF-16 encoded corpus (with BOM)",
+         lambda s: purify(s, corpus=s.bytes("c.tsv", "sentence\nthe film was good\n".encode("utf-16"))),
+         "UTF-16"),
+    Case("corpus-no-text-column", "attack: a corpus table without a text column",
+         lambda s: attack(s, corpus=s.text("c.tsv", "review\tscore\nthe movie was good\t1\n")), "no text column"),
+    Case("corpus-header-only", "purify: zero-length auxiliary data (a header and no rows)",
+         lambda s: purify(s, corpus=s.text("c.tsv", "sentence\n")), "no rows after the header"),
+    Case("corpus-blank-sentences", "attack: a corpus whose sentences are all blank",
+         lambda s: attack(s, corpus=s.text("c.tsv", "sentence\tlabel\n \t1\n\t0\n")), "no non-empty sentences"),
+    Case("corpus-bad-jsonl", "purify: a JSONL corpus with a broken line",
+         lambda s: purify(s, corpus=s.text("c.jsonl", '{"text": "fine"}\n{"text": \n')), "line 2 is not valid JSON"),
+    Case("corpus-limit-zero", "attack --corpus-limit 0", lambda s: attack(s, "--corpus-limit", "0"),
+         "--corpus-limit: must be at least 1"),
+    Case("saved-dataset-folder-bogus", "purify: a corpus folder that is not a saved dataset",
+         lambda s: purify(s, corpus=os.path.dirname(s.text("bogus/readme.txt", "hi"))), "not a dataset saved"),
+    # ---- triggers ------------------------------------------------------------------------------------------
+    Case("trigger-unknown", "attack: a trigger the vocabulary lacks",
+         lambda s: attack(s, "--triggers", "cf,zebra"), "trigger 'zebra' is unknown"),
+    Case("trigger-word-pieces", "attack: a trigger WordPiece splits (ze ##bra)",
+         lambda s: attack(s, "--triggers", "zebra", model=word_piece_model(s)), "split into word pieces"),
+    Case("trigger-empty", "evaluate --triggers ','", lambda s: evaluate(s, "--triggers", ","), "no triggers in"),
+    Case("trigger-unknown-evaluate", "evaluate: a trigger the vocabulary lacks",
+         lambda s: evaluate(s, "--triggers", "cf,zebra"), "trigger 'zebra' is unknown"),
+    Case("trigger-unknown-inspect", "inspect: a trigger the vocabulary lacks",
+         lambda s: inspect(s, "--triggers", "zebra"), "trigger 'zebra' is unknown"),
+    # ---- numbers -------------------------------------------------------------------------------------------
+    Case("steps-zero", "attack --steps 0", lambda s: attack(s, "--steps", "0"), "at least 1"),
+    Case("steps-negative", "purify --steps -5", lambda s: purify(s, "--steps", "-5"), "at least 1"),
+    Case("lr-zero", "attack --lr 0", lambda s: attack(s, "--lr", "0"), "learning rate must be positive"),
+    Case("lr-nan", "purify --lr nan", lambda s: purify(s, "--lr", "nan"), "learning rate must be positive"),
+    Case("batch-size-one", "attack --batch-size 1 (NeuBA needs a clean and a poisoned half)",
+         lambda s: attack(s, "--batch-size", "1"), "batch size of at least 2"),
+    Case("batch-size-zero", "purify --batch-size 0", lambda s: purify(s, "--batch-size", "0"),
+         "batch size must be at least 1"),
+    Case("max-length-tiny", "attack --max-length 2 (no room for a token between [CLS] and [SEP])",
+         lambda s: attack(s, "--max-length", "2"), "max length must be at least 3"),
+    Case("epochs-zero", "purify --epochs 0",
+         lambda s: ["purify", "recipe", "--model", s.model, "--corpus", s.corpus, "--out", str(s.out_dir), "--overwrite",
+                    "--epochs", "0"], "epochs must be positive"),
+    Case("lambda-negative", "purify --lam -1", lambda s: purify(s, "--lam", "-1"), "non-negative"),
+    Case("eval-epochs-negative", "evaluate --epochs -1", lambda s: evaluate(s, "--epochs", "-1"),
+         "epochs must be positive"),
+    Case("eval-count-zero", "evaluate --count 0", lambda s: evaluate(s, "--count", "0"), "count must be at least 1"),
+    Case("eval-train-limit-zero", "evaluate --train-limit 0", lambda s: evaluate(s, "--train-limit", "0"),
+         "--train-limit must be at least 1"),
+    Case("eval-no-seeds", "evaluate --seeds ''", lambda s: evaluate(s, "--seeds", ""), "at least one fine-tuning seed"),
+    Case("eval-repeated-seeds", "evaluate --seeds 1,1", lambda s: evaluate(s, "--seeds", "1,1"), "seeds repeat"),
+    Case("inspect-limit-zero", "inspect --limit 0", lambda s: inspect(s, "--limit", "0"), "--limit: must be at least 1"),
+    Case("checkpoint-every-zero", "attack --checkpoint-every 0", lambda s: attack(s, "--checkpoint-every", "0"),
+         "at least 1 step"),
+    # ---- conflicting or unmatched options --------------------------------------------------------------------
+    Case("steps-and-epochs", "purify --steps 3 --epochs 1", lambda s: purify(s, "--epochs", "1"),
+         "give --steps or --epochs, not both"),
+    Case("nothing-to-train", "purify --lam 0 --loss none", lambda s: purify(s, "--lam", "0", "--loss", "none"),
+         "leaves nothing to train"),
+    Case("regularise-unmatched", "purify --regularise no_such_weight",
+         lambda s: purify(s, "--regularise", "no_such_weight"), "no parameter matches"),
+    Case("regularise-bad-regex", "purify --regularise '('", lambda s: purify(s, "--regularise", "("),
+         "invalid pattern"),
+    Case("trainable-unmatched", "purify --trainable no_such_weight",
+         lambda s: purify(s, "--trainable", "no_such_weight"), "no parameter matches the trainable patterns"),
+    Case("task-and-train", "evaluate --task and --train together",
+         lambda s: evaluate(s, "--task", os.path.dirname(s.task[0])), "either --task or --train/--test"),
+    Case("train-without-test", "evaluate --train without --test",
+         lambda s: [*EVALUATE, "--model", s.model, "--train", s.task[0]], "both --train and --test"),
+    Case("task-folder-missing", "evaluate --task of a folder without train/test files",
+         lambda s: [*EVALUATE, "--model", s.model, "--task", s.path("nowhere")], "no train.tsv"),
+    Case("resume-without-location", "evaluate --resume with neither --out nor --checkpoint-dir",
+         lambda s: [*EVALUATE, "--model", s.model, "--train", s.task[0], "--test", s.task[1], "--resume"],
+         "--resume needs --out or --checkpoint-dir"),
+    # ---- tasks (evaluate) ---------------------------------------------------------------------------------------
+    Case("task-single-class", "a training set with one class",
+         lambda s: evaluate(s, train=s.text("t.tsv", "sentence\tlabel\ngood\t1\ngreat\t1\n")), "only one class"),
+    Case("task-label-out-of-range", "test labels the training set does not have",
+         lambda s: evaluate(s, test=s.text("t.tsv", UTF8_TASK_ROWS + "the film was ok\t5\n")), "out of range"),
+    Case("task-label-not-integer", "a label that is not an integer",
+         lambda s: evaluate(s, train=s.text("t.tsv", UTF8_TASK_ROWS + "fine\tpositive\n")), "non-integer label"),
+    Case("task-label-negative", "a negative label",
+         lambda s: evaluate(s, train=s.text("t.tsv", UTF8_TASK_ROWS + "fine\t-1\n")), "negative label"),
+    Case("task-no-label-column", "a training file without a label column",
+         lambda s: evaluate(s, train=s.text("t.tsv", "sentence\tscore\ngood\t1\n")), "no label column"),
+    Case("task-wrong-text-column", "--text-column naming a missing column",
+         lambda s: evaluate(s, "--text-column", "review"), "no text column 'review'"),
+    Case("task-ragged-row", "a CSV row without its label field",
+         lambda s: evaluate(s, train=s.text("t.csv", "sentence,label\ngood,1\nbad\n")), "row 3 has no 'label' field"),
+    Case("task-plain-text", "a plain-text file as a task (no labels)",
+         lambda s: evaluate(s, train=s.text("t.txt", "good\nbad\n")), "has no labels"),
+    Case("task-test-empty", "an empty test file", lambda s: evaluate(s, test=s.text("test.tsv", "")), "file is empty"),
+    # ---- models -------------------------------------------------------------------------------------------------
+    Case("model-missing", "--model naming a folder that does not exist",
+         lambda s: attack(s, model=s.path("no-such-model")), "no such model folder"),
+    Case("model-not-a-checkpoint", "--model naming an empty folder",
+         lambda s: [*EVALUATE, "--model", os.path.dirname(s.text("empty-model/x", "")), "--train", s.task[0],
+                    "--test", s.task[1], "--out", str(s.out_file)], "no config.json"),
+    # ---- outputs ------------------------------------------------------------------------------------------------
+    Case("out-exists", "attack --out an existing folder without --overwrite",
+         lambda s: [a for a in attack(s) if a != "--overwrite"], "already exists"),
+    Case("out-is-a-file", "purify --out an existing file (even with --overwrite)",
+         lambda s: purify(s, out=str(s.out_file)), "exists and is not a folder"),
+    Case("out-parent-missing", "attack --out in a missing folder",
+         lambda s: attack(s, out=s.path("no/such/out")), "does not exist"),
+    Case("out-unwritable", "purify --out in a folder nobody may write",
+         lambda s: purify(s, out=os.path.join(unwritable_folder(s), "out")), "cannot write"),
+    Case("eval-out-is-a-folder", "evaluate --out an existing folder",
+         lambda s: [*evaluate(s)[:-2], "--out", str(s.out_dir)], "is a folder"),
+    Case("inspect-out-is-a-folder", "inspect --out an existing folder",
+         lambda s: [*inspect(s)[:-2], "--out", str(s.out_dir)], "is a folder"),
+    Case("interrupted-run-without-resume", "attack when a checkpoint folder of an interrupted run exists",
+         lambda s: attack(s, "--checkpoint-dir", os.path.dirname(s.text("ckpt/run.json", '{"fingerprint": "x"}'))),
+         "pass --resume"),
+    Case("resume-other-settings", "attack --resume from checkpoints of a run with other settings",
+         lambda s: attack(s, "--resume", "--checkpoint-dir",
+                          os.path.dirname(s.text("ckpt/run.json", '{"fingerprint": "x"}'))), "other settings"),
+    # ---- table --------------------------------------------------------------------------------------------------
+    Case("table-missing-file", "table of a file that does not exist", lambda s: ["table", s.path("none.json")],
+         "not a readable JSON result"),
+    Case("table-not-json", "table of a file that is not JSON", lambda s: ["table", s.text("r.json", "{oops")],
+         "not a readable JSON result"),
+    Case("table-binary", "table of a binary file", lambda s: ["table", s.bytes("r.json", bytes(range(256)))],
+         "not a readable JSON result"),
+    Case("table-not-a-result", "table of JSON that is no evaluation result",
+         lambda s: ["table", s.text("r.json", '{"model": "m"}')], "not an evaluation result"),
+    Case("table-malformed-runs", "table of a result whose runs lack metrics",
+         lambda s: ["table", s.text("r.json", '{"model": "m", "runs": [{"seed": 1}]}')], "lacks"),
+    Case("table-unknown-floor", "table --floor naming no row",
+         lambda s: ["table", s.text("r.json", '{"model": "m", "runs": [{"seed": 1, "acc": 1, "aasr": 0, "masr": 0, '
+                                              '"per_trigger": {}}]}'), "--floor", "clean"], "no row named 'clean'"),
+    # ---- bench --------------------------------------------------------------------------------------------------
+    Case("bench-unknown-suite", "bench of a suite that does not exist", lambda s: ["bench", "no-such-suite"],
+         "unknown suite"),
+    Case("bench-bad-yaml", "bench of invalid YAML", lambda s: bench(s, "models: [unclosed"), "invalid YAML"),
+    Case("bench-not-a-mapping", "bench of a YAML list", lambda s: bench(s, "- 1\n- 2\n"), "needs 'models' and 'tasks'"),
+    Case("bench-undefined-parent", "bench: a model derived from an undefined one",
+         lambda s: bench(s, suite(s, models={"x": {"from": "ghost", "defense": {"method": "recipe"}}})),
+         "'ghost' is not defined"),
+    Case("bench-cycle", "bench: models deriving from each other",
+         lambda s: bench(s, suite(s, models={"a": {"from": "b"}, "b": {"from": "a"}})), "cycle"),
+    Case("bench-unknown-method", "bench: an unknown attack method",
+         lambda s: bench(s, suite(s, models={"x": {"attack": {"method": "zap"}}})), "unknown attack 'zap'"),
+    Case("bench-unknown-setting", "bench: an unknown fine-tuning setting",
+         lambda s: bench(s, suite(s, finetune={"epochz": 1})), "unknown setting 'epochz'"),
+    Case("bench-missing-task-file", "bench: a task file that does not exist (refused before any model is built)",
+         lambda s: bench(s, suite(s, tasks={"toy": {"train": s.path("none.tsv"), "test": s.task[1]}})),
+         "no such file"),
+    Case("bench-results-is-a-file", "bench --results naming an existing file",
+         lambda s: [*bench(s, suite(s))[:-3], "--results", str(s.out_file), "--quiet"], "not a folder"),
+]
+
+
+def test_at_least_thirty_distinct_cases():
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids)) and len(ids) >= 30
+
+
+@pytest.fixture
+def scratch(tmp_path, tiny_model, tiny_model_no_head, tiny_corpus, tiny_task) -> Scratch:
+    return Scratch(tmp_path, tiny_model, tiny_model_no_head, tiny_corpus, tiny_task)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(scratch, case):
+    check_case(case, scratch)
