@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,10 @@ def run_error(capsys, argv: list[str]) -> str:
     return error_line(code, capsys.readouterr().err)
 
 
+#: set by tools/hardening_doc.py: each checked case appends what it produced here (JSON lines)
+CASE_LOG = "PTMDETOX_CASE_LOG"
+
+
 def check_case(case: Case, scratch: Scratch) -> str:
     """Run `case` and check the contract; returns what it produced (the error line, or 'ok')."""
     argv = case.argv(scratch)
@@ -140,8 +145,13 @@ def check_case(case: Case, scratch: Scratch) -> str:
     assert not scratch.sentinel.exists(), "a hostile file ran code"
     if case.expect is None:
         assert code == 0, err
-        return "ok (loads; nothing is executed)"
-    line = error_line(code, err)
-    assert case.expect in line, line
-    assert snapshot(scratch.root) == before, "the failed run changed, added or removed files"
-    return line
+        produced = "loads; nothing is executed (exit 0)"
+    else:
+        produced = error_line(code, err)
+        assert case.expect in produced, produced
+        assert snapshot(scratch.root) == before, "the failed run changed, added or removed files"
+    if os.environ.get(CASE_LOG):
+        with open(os.environ[CASE_LOG], "a", encoding="utf-8") as f:
+            f.write(json.dumps({"id": case.id, "what": case.what, "command": argv[0] if argv else "",
+                                "produced": produced.replace(str(scratch.root), "…")}, ensure_ascii=False) + "\n")
+    return produced

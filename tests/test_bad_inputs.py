@@ -6,10 +6,12 @@ The table is rendered into docs/hardening.md by tools/hardening_doc.py.
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import yaml
 
+from conftest import ROOT
 from cli_cases import EVALUATE, UTF8_TASK_ROWS, Case, Scratch, attack, check_case, evaluate, inspect, purify
 
 def bench(s: Scratch, suite, *extra) -> list[str]:
@@ -225,6 +227,15 @@ CASES = [
 def test_at_least_thirty_distinct_cases():
     ids = [case.id for case in CASES]
     assert len(ids) == len(set(ids)) and len(ids) >= 30
+
+
+def test_docs_hardening_lists_every_case_of_both_tables():
+    """docs/hardening.md is generated from these tables (tools/hardening_doc.py); it must not fall behind."""
+    from test_hostile_checkpoints import CASES as HOSTILE
+
+    with open(os.path.join(ROOT, "docs", "hardening.md"), encoding="utf-8") as f:
+        documented = set(re.findall(r"^\| `([\w-]+)` \|", f.read(), flags=re.M))
+    assert documented == {case.id for case in CASES + HOSTILE}
 
 
 @pytest.fixture

@@ -185,9 +185,9 @@ CASES = [
          hostile(write_bytes("tokenizer_config.json", b"{{{")), "unreadable tokenizer config"),
     # ---- links and special files ---------------------------------------------------------------------------------
     Case("config-links-to-dev-zero", "config.json a link to /dev/zero (an endless read)",
-         hostile(link("config.json", lambda folder, s: "/dev/zero")), "not a regular file"),
+         hostile(link("config.json", lambda folder, s: "/dev/zero")), "not a regular file (a link to a device"),
     Case("weights-are-a-fifo", "model.safetensors a named pipe (a read that never returns)", hostile(fifo),
-         "not a regular file"),
+         "not a regular file (a device, pipe or socket)"),
     Case("config-link-loop", "config.json a link to itself",
          hostile(link("config.json", lambda folder, s: os.path.join(folder, "config.json"))), "looping link"),
     Case("weights-link-into-a-cache", "model.safetensors a link to a blob outside the folder (Hugging Face cache)",
@@ -195,12 +195,12 @@ CASES = [
 ]
 
 # the code-running pickle through every command that loads a model
-CASES += [Case(f"pickle-runs-code-{command}", f"{command}: a code-running pickle, with and without --allow-pickle",
+CASES += [Case(f"pickle-runs-code-{command}{suffix}", f"{command}: a code-running pickle{what}",
                hostile(code_running_pickle, *flags, command=command), expect)
           for command in ("attack", "purify", "evaluate")
-          for flags, expect in (((), "only pickle weights"), (("--allow-pickle",), "weights-only unpickler"))]
-for case in CASES[-6:]:
-    case.id += "-allowed" if "weights-only" in case.expect else ""
+          for suffix, what, flags, expect in (("", "", (), "only pickle weights"),
+                                              ("-allowed", ", with --allow-pickle", ("--allow-pickle",),
+                                               "weights-only unpickler"))]
 
 
 @pytest.fixture

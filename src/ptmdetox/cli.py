@@ -227,6 +227,8 @@ def run(args) -> int:
     elif args.command == "purify":
         from .defenses.recipe import preset
 
+        if args.steps is not None and args.epochs is not None:
+            raise PtmdetoxError("give --steps or --epochs, not both")
         trainable = args.trainable
         if trainable and len(trainable) == 1 and trainable[0] in ("all", "regularised"):
             trainable = trainable[0]

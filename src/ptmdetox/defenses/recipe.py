@@ -87,9 +87,7 @@ def preset(name: str, **overrides) -> RecipeConfig:
     if name not in PRESETS:
         raise PtmdetoxError(f"unknown RECIPE preset '{name}' (choose from {', '.join(PRESETS)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "epochs" in overrides and "steps" in overrides:
-        raise PtmdetoxError("give --steps or --epochs, not both")
-    if "epochs" in overrides:
+    if "epochs" in overrides and "steps" not in overrides:
         overrides["steps"] = None
     return replace(PRESETS[name], **overrides)
 

@@ -58,7 +58,10 @@ def _check_regular_files(path: str) -> None:
         if os.path.isdir(entry):
             continue
         if not os.path.isfile(entry):
-            kind = "a broken or looping link" if os.path.islink(entry) else "a device, pipe or socket"
+            if not os.path.exists(entry):
+                kind = "a broken or looping link"
+            else:
+                kind = ("a link to " if os.path.islink(entry) else "") + "a device, pipe or socket"
             raise UnsafeCheckpointError(f"{entry}: not a regular file ({kind})")
 
 
