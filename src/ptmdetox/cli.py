@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "MLM leaves unexercised (BERT: + word embeddings and pooler; the cpu preset's default)")
     recipe.add_argument("--trainable", nargs="+", metavar="SPEC",
                         help="'regularised', 'all', or parameter-name patterns (default: the family's)")
+    recipe.add_argument("--embedding-rows", choices=["unseen", "all"],
+                        help="token-embedding rows the penalty covers when the embedding matrix is regularised: only "
+                             "those of tokens absent from the auxiliary corpus (default) or all")
     recipe.add_argument("--loss", dest="pretrain_loss", choices=["mlm", "keep", "mlm+keep", "none"],
                         help="pre-training loss (default mlm)")
     recipe.add_argument("--masking", choices=["static", "dynamic"])
@@ -200,8 +203,8 @@ def run(args) -> int:
                         epochs=args.epochs,
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
-                        pretrain_loss=args.pretrain_loss, masking=args.masking, batch_size=args.batch_size,
-                        max_length=args.max_length, seed=args.seed)
+                        pretrain_loss=args.pretrain_loss, embedding_rows=args.embedding_rows, masking=args.masking,
+                        batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                         allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
         print(f"RECIPE: {report['steps']} steps in {report['train_seconds']:.0f} s; regularised norm "

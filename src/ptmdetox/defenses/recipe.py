@@ -28,6 +28,7 @@ NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
 MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
+EMBEDDING_ROWS = ("all", "unseen")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class RecipeConfig:
     regularised: tuple[str, ...] | None = None   # regexes over parameter names; None: the family's set for `scope`
     scope: str = "extended"                  # "paper": the paper's set; "extended": + weights L_PT leaves unexercised
     trainable: str | tuple[str, ...] | None = None  # "regularised", "all", regexes; None: the family's default
+    embedding_rows: str = "unseen"           # penalise all token-embedding rows, or only those absent from the corpus
     pretrain_loss: str = "mlm"
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
     lr: float = 2e-4
@@ -61,6 +63,9 @@ class RecipeConfig:
                                 f"(choose from {', '.join(PRETRAIN_LOSSES)})")
         if self.scope not in SCOPES:
             raise PtmdetoxError(f"unknown scope '{self.scope}' (choose from {', '.join(SCOPES)})")
+        if self.embedding_rows not in EMBEDDING_ROWS:
+            raise PtmdetoxError(f"unknown embedding_rows '{self.embedding_rows}' "
+                                f"(choose from {', '.join(EMBEDDING_ROWS)})")
         if self.masking not in MASKING:
             raise PtmdetoxError(f"unknown masking '{self.masking}' (choose from {', '.join(MASKING)})")
         if self.lam < 0:
@@ -94,8 +99,28 @@ def weight_norm(weight: torch.Tensor, norm: str) -> torch.Tensor:
     return squared if norm == "fro2" else squared.sqrt()
 
 
-def regularisation(weights: list[torch.Tensor], norm: str) -> torch.Tensor:
-    return torch.stack([weight_norm(w, norm) for w in weights]).sum()
+def regularisation(weights: list[torch.Tensor], norm: str, rows: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Σ‖W‖ over `weights`; `rows` maps id(W) to the row indices that count for that W (all rows otherwise)."""
+    rows = rows or {}
+    return torch.stack([weight_norm(w[rows[id(w)]] if id(w) in rows else w, norm) for w in weights]).sum()
+
+
+def unseen_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[list[int]]) -> dict[int, torch.Tensor]:
+    """Rows of the regularised token-embedding matrix whose tokens never occur in the corpus.
+
+    Rows of tokens the corpus contains are exercised by the pre-training loss; the others (where rare-token triggers
+    live) only move under the penalty, so penalising just them disarms such triggers without shrinking the rows the
+    downstream task relies on.
+    """
+    if not adapter.token_embedding:
+        return {}
+    embedding = {id(p): p for _, p in adapter.parameters_matching([adapter.token_embedding])}
+    if not embedding:
+        return {}
+    seen = torch.zeros(next(iter(embedding.values())).shape[0], dtype=torch.bool)
+    for seq in corpus_ids:
+        seen[torch.as_tensor(seq)] = True
+    return {id(p): (~seen).nonzero().squeeze(1) for _, p in regularised if id(p) in embedding}
 
 
 def select_parameters(adapter: ModelAdapter, config: RecipeConfig):
@@ -135,6 +160,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
         adapter.prepare_pretraining(ids, steps=config.head_warmup_steps, seed=config.seed, progress=progress)
     regularised, trainable = select_parameters(adapter, config)
     reg_weights = [p for _, p in regularised]
+    reg_rows = unseen_embedding_rows(adapter, regularised, ids) if config.embedding_rows == "unseen" else {}
     norms_before = {n: float(weight_norm(p.detach(), "fro")) for n, p in regularised}
 
     trainable_ids = {id(p) for _, p in trainable}
@@ -159,7 +185,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
         parts = {}
         loss = torch.zeros(())
         if config.lam > 0:
-            reg = regularisation(reg_weights, config.norm)
+            reg = regularisation(reg_weights, config.norm, reg_rows)
             loss = loss + config.lam * reg
             parts["norm"] = float(reg.detach())
         if uses_mlm:
@@ -197,6 +223,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
         "steps": steps,
         "regularised": [n for n, _ in regularised],
         "trainable": [n for n, _ in trainable],
+        "penalised_embedding_rows": {n: int(reg_rows[id(p)].numel()) for n, p in regularised if id(p) in reg_rows},
         "norm_before": sum(norms_before.values()),
         "norm_after": sum(norms_after.values()),
         "norms_before": norms_before,

@@ -23,6 +23,8 @@ class ModelAdapter(ABC):
     #: The paper's set plus the weights the pre-training loss leaves unexercised (rows of tokens absent from the
     #: auxiliary data, an output head it never uses): where a backdoor can hide from RECIPE. Empty: same as above.
     extended_regularised: tuple[str, ...] = ()
+    #: Regex naming the token-embedding matrix (one row per vocabulary id), if the family has one.
+    token_embedding: str | None = None
     #: "regularised" (only those weights train), "all", or a tuple of regexes.
     default_trainable: str | tuple[str, ...] = "all"
     #: Weight of the pre-training loss term in NeuBA (RoBERTa: 0.01).

@@ -238,6 +238,7 @@ class BertAdapter(TextEncoderAdapter):
     # MLM never uses the pooler, and never sees the embedding rows of tokens absent from the auxiliary corpus
     # (NeuBA's symbol triggers): without a penalty there, both keep the backdoor (docs/results.md).
     extended_regularised = default_regularised + (r"embeddings\.word_embeddings\.weight", r"pooler\.dense\.weight")
+    token_embedding = r"embeddings\.word_embeddings\.weight"
     default_trainable = "regularised"
 
     @property
