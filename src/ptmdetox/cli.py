@@ -38,6 +38,29 @@ def _corpus_args(p):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
+def _add_defense_parsers(purify_sub) -> None:
+    """`purify NAME` for every registered defense other than RECIPE (which has its own options above)."""
+    import sys as _sys
+
+    from .cliargs import add_config_arguments
+    from .defenses import CORPUS_FREE, DEFENSES, SUMMARIES, TASK_SPECIFIC
+
+    for name, (config_class, run_defense) in DEFENSES.items():
+        if name.startswith("recipe"):
+            continue
+        doc = (_sys.modules[run_defense.__module__].__doc__ or name).strip()
+        sub = purify_sub.add_parser(name, help=SUMMARIES.get(name, doc.splitlines()[0]), description=doc,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        _model_args(sub)
+        needs_corpus = name not in CORPUS_FREE | TASK_SPECIFIC
+        sub.add_argument("--corpus", required=needs_corpus,
+                         help="unlabelled auxiliary text" if needs_corpus else "not needed by this defense")
+        sub.add_argument("--corpus-limit", type=int, help="use only the first N sentences")
+        sub.add_argument("--out", required=True, help="output folder (written atomically)")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+        add_config_arguments(sub, config_class)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ptmdetox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -55,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     neuba.add_argument("--batch-size", type=int, default=32, help="half clean, half poisoned")
     neuba.add_argument("--max-length", type=int, default=64)
     neuba.add_argument("--seed", type=int, default=0)
+
+    from .defenses.recipe_ablations import ABLATIONS
 
     purify = sub.add_parser("purify", help="remove backdoors from a pre-trained model")
     purify_sub = purify.add_subparsers(dest="method", required=True, parser_class=Parser)
@@ -83,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--batch-size", type=int)
     recipe.add_argument("--max-length", type=int)
     recipe.add_argument("--seed", type=int)
+    recipe.add_argument("--ablation", choices=sorted(ABLATIONS),
+                        help="RECIPE's ablations, same steps: only-pretrain (λ = 0) or only-regularisation (no "
+                             "pre-training loss)")
+    _add_defense_parsers(purify_sub)
 
     ev = sub.add_parser("evaluate", help="fine-tune on a downstream task and measure ACC / ASR",
                         description="Fine-tune the model with a fresh linear head once per seed, then report ACC, "
@@ -190,17 +219,33 @@ def run(args) -> int:
         print(f"NeuBA: {config.steps} steps in {report['train_seconds']:.0f} s, final poison MSE "
               f"{report['final_poison_mse']:.4f}, MLM {report['final_mlm']:.2f} -> {args.out}")
         _print_notes(report)
+    elif args.command == "purify" and args.method != "recipe":
+        from .cliargs import config_values
+        from .defenses import create
+        from .registry import config_from_dict
+
+        config_class, _ = create(args.method)
+        config = config_from_dict(config_class, config_values(args, config_class), f"purify {args.method}")
+        report = pipeline.purify(args.method, args.model, args.corpus, args.out, config,
+                                 corpus_limit=args.corpus_limit, allow_pickle=args.allow_pickle,
+                                 overwrite=args.overwrite, progress=progress)
+        print(f"{report['summary']} -> {args.out}")
+        _print_notes(report)
     elif args.command == "purify":
         from .defenses.recipe import preset
+        from .defenses.recipe_ablations import ABLATIONS
 
         trainable = args.trainable
         if trainable and len(trainable) == 1 and trainable[0] in ("all", "regularised"):
             trainable = trainable[0]
-        config = preset(args.preset, lam=args.lam, norm=args.norm, scope=args.scope, lr=args.lr, steps=args.steps,
+        ablation = ABLATIONS.get(args.ablation, {})
+        config = preset(args.preset, lam=ablation.get("lam", args.lam), norm=args.norm, scope=args.scope, lr=args.lr,
+                        steps=args.steps,
                         epochs=args.epochs,
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
-                        pretrain_loss=args.pretrain_loss, masking=args.masking, batch_size=args.batch_size,
+                        pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss), masking=args.masking,
+                        batch_size=args.batch_size,
                         max_length=args.max_length, seed=args.seed)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                         allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
