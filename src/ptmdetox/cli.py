@@ -147,6 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--position", default="first", choices=["first", "last", "random"])
     inspect.add_argument("--out", help="write the JSON report here")
 
+    analyze = sub.add_parser("analyze", help="neuron-level analyses of a backdoor (no fine-tuning)")
+    analyze_sub = analyze.add_subparsers(dest="analysis", required=True, parser_class=Parser)
+    neurons = analyze_sub.add_parser(
+        "neurons", help="overlap of neurons activated by clean and triggered texts (RECIPE Fig. 2, Table 10)",
+        description="First-token FFN neurons after the activation function; a neuron is activated by a set of texts "
+                    "when its mean value is > 0 (or, with --top, when it is in the top share). Overlap ratio = "
+                    "|clean ∩ poisoned| / |poisoned|; only-poisoned = |poisoned \\ clean|. Give several --model to "
+                    "compare (e.g. attacked and purified). Prints a table; writes JSON and a PNG bar plot.")
+    neurons.add_argument("--model", action="append", required=True,
+                         help="'default', a checkpoint folder or a hub name; repeat to compare models")
+    neurons.add_argument("--name", action="append", help="row name per --model (default: the folder's name)")
+    neurons.add_argument("--allow-pickle", action="store_true")
+    neurons.add_argument("--texts", required=True, help="clean sentences (any readable text file or table)")
+    neurons.add_argument("--exclude-label", type=int,
+                         help="drop sentences with this label (the paper drops the target class)")
+    neurons.add_argument("--limit", type=int, default=500)
+    neurons.add_argument("--triggers", default="neuba")
+    neurons.add_argument("--position", default="first", choices=["first", "last", "random"])
+    neurons.add_argument("--top", type=float, help="activated = this top share by mean value, instead of > 0")
+    neurons.add_argument("--max-length", type=int, default=128)
+    neurons.add_argument("--out", required=True, help="JSON report; the plot goes next to it (.png)")
+
     table = sub.add_parser("table", help="print a table from evaluation JSON files",
                            description="Results with the same model name (e.g. one file per seed) are merged: "
                                        "means and spreads are recomputed over all their seeds.")
@@ -288,6 +310,13 @@ def run(args) -> int:
             print(f"| {trigger} | {row['cos_with_target']:+.2f} | {row['shift_over_spread']:.2f} |")
         if args.out:
             write_json_atomic(args.out, report)
+    elif args.command == "analyze":
+        from .analysis import analyze_neurons
+        from .data.triggers import InsertionPolicy
+
+        analyze_neurons(args.model, args.texts, args.triggers, InsertionPolicy(args.position), args.out,
+                        names=args.name, exclude_label=args.exclude_label, limit=args.limit, top=args.top,
+                        max_length=args.max_length, allow_pickle=args.allow_pickle)
     elif args.command == "table":
         pipeline.print_table(pipeline.merge_results([pipeline.load_result(p) for p in args.results]), args.floor)
     elif args.command == "bench":
