@@ -53,6 +53,29 @@ def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, *, corp
                             overwrite=overwrite)
 
 
+def attack(method: str, model: str, corpus: str, out: str, config, *, corpus_limit: int | None = None,
+           allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Any registered attack by name (`attacks.ATTACKS`)."""
+    from . import attacks
+
+    _, run = attacks.create(method)
+    if run is neuba_attack:
+        return attack_neuba(model, corpus, out, config, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
+                            overwrite=overwrite, progress=progress)
+
+    def card(adapter, report):
+        triggers = report.get("triggers", [])
+        return model_card(f"{method}-backdoored model (research artefact)", model,
+                          f"{method} backdoor implanted with {len(triggers)} triggers ({' '.join(triggers)}) by "
+                          "ptmdetox.", report, adapter.notes,
+                          warning="this model carries a task-agnostic backdoor on purpose, to measure defenses. "
+                                  "Do not deploy it.")
+
+    return _transform_model(model, corpus, out, lambda adapter, texts: run(adapter, texts, config, progress),
+                            "attack.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
+                            overwrite=overwrite)
+
+
 def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, corpus_limit: int | None = None,
                   allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     def card(adapter, report):
