@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..registry import Registry, lookup
 from .clip import ClipConfig, clip_purify
+from .nad import NadConfig, nad_purify
 from .pruning import (GlobalAggressivePruningConfig, GlobalModeratePruningConfig, LastLayerPruningConfig,
                       prune_purify)
 from .recipe import RecipeConfig, recipe_purify
@@ -23,6 +24,7 @@ DEFENSES: Registry = {
     "fp-ga": (GlobalAggressivePruningConfig, prune_purify),
     "reinit": (ReinitConfig, reinit_purify),
     "clip": (ClipConfig, clip_purify),
+    "nad": (NadConfig, nad_purify),
 }
 
 #: one line per defense for `--help`
@@ -35,12 +37,13 @@ SUMMARIES = {
     "fp-ga": "FP-GA: prune the lowest-activation half of all FFN neurons (aggressive global fine-pruning)",
     "reinit": "re-initialise the pooler and/or the top blocks (NeuBA paper's baseline)",
     "clip": "clamp extreme parameters (RECIPE Table 11: to [-1, 1])",
+    "nad": "NAD attention distillation (TASK-SPECIFIC: needs labelled downstream data, --train)",
 }
 
 #: defenses that need no auxiliary corpus
 CORPUS_FREE = {"reinit", "clip"}
 #: defenses that need labelled downstream data (not task-agnostic)
-TASK_SPECIFIC: set[str] = set()
+TASK_SPECIFIC = {"nad"}
 
 
 def create(name: str):

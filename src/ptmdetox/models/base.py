@@ -101,8 +101,9 @@ class ModelAdapter(ABC):
         """Give `module` the family's fresh (pre-training) initialisation, in place."""
         raise NotImplementedError(f"{self.family}: reinitialise() is not implemented")
 
-    def hidden_states(self, batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Every block's output ([B, T, H] each, input side first) and the [B, T] mask of real positions."""
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Every block's output ([B, T, H] each, input side first), the [B, T] mask of real positions and the
+        representation, from one forward pass."""
         raise NotImplementedError(f"{self.family}: hidden_states() is not implemented")
 
     @abstractmethod

@@ -170,10 +170,12 @@ class TextEncoderAdapter(ModelAdapter):
         out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return out.last_hidden_state, getattr(out, "pooler_output", None)
 
-    def hidden_states(self, batch) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def hidden_states(self, batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             output_hidden_states=True)
-        return list(out.hidden_states[1:]), batch["attention_mask"]
+        pooled = getattr(out, "pooler_output", None)
+        representation = pooled if self.has_pooler and pooled is not None else out.last_hidden_state[:, 0]
+        return list(out.hidden_states[1:]), batch["attention_mask"], representation
 
     def representation(self, batch) -> torch.Tensor:
         hidden, pooled = self.encode(batch)
