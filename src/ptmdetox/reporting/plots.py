@@ -40,13 +40,14 @@ def save_figure(fig, path: str) -> str:
     return path
 
 
-def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: str) -> None:
+def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: str,
+                  legend_at: str = "best") -> None:
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         ax.bar([g + i * width for g in range(len(groups))], values, width, label=name)
     ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))], groups)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc=legend_at)
 
 
 def neuron_plot(reports: dict[str, dict], path: str) -> str:
@@ -54,7 +55,7 @@ def neuron_plot(reports: dict[str, dict], path: str) -> str:
     triggers = list(next(iter(reports.values()))["per_trigger"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(4 + 1.2 * len(triggers) * len(reports), 3.5))
     _grouped_bars(left, triggers, {m: [r["per_trigger"][t]["overlap_ratio"] for t in triggers]
-                                   for m, r in reports.items()}, "overlap ratio")
+                                   for m, r in reports.items()}, "overlap ratio", legend_at="lower right")
     left.set_ylim(0, 1)
     _grouped_bars(right, triggers, {m: [r["per_trigger"][t]["only_poisoned"] for t in triggers]
                                     for m, r in reports.items()}, "neurons activated only by poisoned")
