@@ -38,6 +38,29 @@ def _corpus_args(p):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
+def _add_defense_parsers(purify_sub) -> None:
+    """`purify NAME` for every registered defense other than RECIPE (which has its own options above)."""
+    import sys as _sys
+
+    from .cliargs import add_config_arguments
+    from .defenses import CORPUS_FREE, DEFENSES, SUMMARIES, TASK_SPECIFIC
+
+    for name, (config_class, run_defense) in DEFENSES.items():
+        if name.startswith("recipe"):
+            continue
+        doc = (_sys.modules[run_defense.__module__].__doc__ or name).strip()
+        sub = purify_sub.add_parser(name, help=SUMMARIES.get(name, doc.splitlines()[0]), description=doc,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        _model_args(sub)
+        needs_corpus = name not in CORPUS_FREE | TASK_SPECIFIC
+        sub.add_argument("--corpus", required=needs_corpus,
+                         help="unlabelled auxiliary text" if needs_corpus else "not needed by this defense")
+        sub.add_argument("--corpus-limit", type=int, help="use only the first N sentences")
+        sub.add_argument("--out", required=True, help="output folder (written atomically)")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+        add_config_arguments(sub, config_class)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ptmdetox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -55,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     neuba.add_argument("--batch-size", type=int, default=32, help="half clean, half poisoned")
     neuba.add_argument("--max-length", type=int, default=64)
     neuba.add_argument("--seed", type=int, default=0)
+
+    from .defenses.recipe_ablations import ABLATIONS
 
     purify = sub.add_parser("purify", help="remove backdoors from a pre-trained model")
     purify_sub = purify.add_subparsers(dest="method", required=True, parser_class=Parser)
@@ -86,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--batch-size", type=int)
     recipe.add_argument("--max-length", type=int)
     recipe.add_argument("--seed", type=int)
+    recipe.add_argument("--ablation", choices=sorted(ABLATIONS),
+                        help="RECIPE's ablations, same steps: only-pretrain (λ = 0) or only-regularisation (no "
+                             "pre-training loss)")
+    _add_defense_parsers(purify_sub)
 
     ev = sub.add_parser("evaluate", help="fine-tune on a downstream task and measure ACC / ASR",
                         description="Fine-tune the model with a fresh linear head once per seed, then report ACC, "
@@ -120,6 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--triggers", default="neuba")
     inspect.add_argument("--position", default="first", choices=["first", "last", "random"])
     inspect.add_argument("--out", help="write the JSON report here")
+
+    analyze = sub.add_parser("analyze", help="neuron-level analyses of a backdoor (no fine-tuning)")
+    analyze_sub = analyze.add_subparsers(dest="analysis", required=True, parser_class=Parser)
+    neurons = analyze_sub.add_parser(
+        "neurons", help="overlap of neurons activated by clean and triggered texts (RECIPE Fig. 2, Table 10)",
+        description="First-token FFN neurons after the activation function; a neuron is activated by a set of texts "
+                    "when its mean value is > 0 (or, with --top, when it is in the top share). Overlap ratio = "
+                    "|clean ∩ poisoned| / |poisoned|; only-poisoned = |poisoned \\ clean|. Give several --model to "
+                    "compare (e.g. attacked and purified). Prints a table; writes JSON and a PNG bar plot.")
+    neurons.add_argument("--model", action="append", required=True,
+                         help="'default', a checkpoint folder or a hub name; repeat to compare models")
+    neurons.add_argument("--name", action="append", help="row name per --model (default: the folder's name)")
+    neurons.add_argument("--allow-pickle", action="store_true")
+    neurons.add_argument("--texts", required=True, help="clean sentences (any readable text file or table)")
+    neurons.add_argument("--exclude-label", type=int,
+                         help="drop sentences with this label (the paper drops the target class)")
+    neurons.add_argument("--limit", type=int, default=500)
+    neurons.add_argument("--triggers", default="neuba")
+    neurons.add_argument("--position", default="first", choices=["first", "last", "random"])
+    neurons.add_argument("--top", type=float, help="activated = this top share by mean value, instead of > 0")
+    neurons.add_argument("--max-length", type=int, default=128)
+    neurons.add_argument("--out", required=True, help="JSON report; the plot goes next to it (.png)")
 
     table = sub.add_parser("table", help="print a table from evaluation JSON files",
                            description="Results with the same model name (e.g. one file per seed) are merged: "
@@ -193,18 +244,33 @@ def run(args) -> int:
         print(f"NeuBA: {config.steps} steps in {report['train_seconds']:.0f} s, final poison MSE "
               f"{report['final_poison_mse']:.4f}, MLM {report['final_mlm']:.2f} -> {args.out}")
         _print_notes(report)
+    elif args.command == "purify" and args.method != "recipe":
+        from .cliargs import config_values
+        from .defenses import create
+        from .registry import config_from_dict
+
+        config_class, _ = create(args.method)
+        config = config_from_dict(config_class, config_values(args, config_class), f"purify {args.method}")
+        report = pipeline.purify(args.method, args.model, args.corpus, args.out, config,
+                                 corpus_limit=args.corpus_limit, allow_pickle=args.allow_pickle,
+                                 overwrite=args.overwrite, progress=progress)
+        print(f"{report['summary']} -> {args.out}")
+        _print_notes(report)
     elif args.command == "purify":
         from .defenses.recipe import preset
+        from .defenses.recipe_ablations import ABLATIONS
 
         trainable = args.trainable
         if trainable and len(trainable) == 1 and trainable[0] in ("all", "regularised"):
             trainable = trainable[0]
-        config = preset(args.preset, lam=args.lam, norm=args.norm, scope=args.scope, lr=args.lr, steps=args.steps,
-                        epochs=args.epochs,
+        ablation = ABLATIONS.get(args.ablation, {})
+        config = preset(args.preset, lam=ablation.get("lam", args.lam), norm=args.norm, scope=args.scope, lr=args.lr,
+                        steps=args.steps, epochs=args.epochs,
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
-                        pretrain_loss=args.pretrain_loss, embedding_rows=args.embedding_rows, masking=args.masking,
-                        batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
+                        pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
+                        embedding_rows=args.embedding_rows, masking=args.masking, batch_size=args.batch_size,
+                        max_length=args.max_length, seed=args.seed)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                         allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
         print(f"RECIPE: {report['steps']} steps in {report['train_seconds']:.0f} s; regularised norm "
@@ -246,6 +312,13 @@ def run(args) -> int:
             print(f"| {trigger} | {row['cos_with_target']:+.2f} | {row['shift_over_spread']:.2f} |")
         if args.out:
             write_json_atomic(args.out, report)
+    elif args.command == "analyze":
+        from .analysis import analyze_neurons
+        from .data.triggers import InsertionPolicy
+
+        analyze_neurons(args.model, args.texts, args.triggers, InsertionPolicy(args.position), args.out,
+                        names=args.name, exclude_label=args.exclude_label, limit=args.limit, top=args.top,
+                        max_length=args.max_length, allow_pickle=args.allow_pickle)
     elif args.command == "table":
         pipeline.print_table(pipeline.merge_results([pipeline.load_result(p) for p in args.results]), args.floor)
     elif args.command == "bench":

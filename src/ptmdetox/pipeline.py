@@ -11,6 +11,7 @@ from .attacks.neuba import NeubaConfig, neuba_attack
 from .data.readers import read_corpus, read_task
 from .data.triggers import InsertionPolicy, parse_triggers
 from .defenses.recipe import RecipeConfig, recipe_purify
+from .errors import PtmdetoxError
 from .evaluation.finetune import FinetuneConfig, evaluate
 from .outputs import atomic_dir, check_output_dir, command_line, versions, write_json_atomic, write_text_atomic
 from .reporting.modelcard import model_card
@@ -26,7 +27,7 @@ def _transform_model(model: str, corpus: str, out: str, run, report_file: str, c
     """Load `model`, apply `run(adapter, texts) -> report` and save model, report and card atomically to `out`."""
     started = time.perf_counter()
     check_output_dir(out, overwrite)
-    texts = read_corpus(corpus, limit=corpus_limit).texts
+    texts = read_corpus(corpus, limit=corpus_limit).texts if corpus else []
     adapter = models.create(model, allow_pickle=allow_pickle)
     report = run(adapter, texts)
     report.update(model=model, corpus=corpus, corpus_size=len(texts), notes=list(adapter.notes),
@@ -52,6 +53,29 @@ def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, *, corp
                             overwrite=overwrite)
 
 
+def attack(method: str, model: str, corpus: str, out: str, config, *, corpus_limit: int | None = None,
+           allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Any registered attack by name (`attacks.ATTACKS`)."""
+    from . import attacks
+
+    _, run = attacks.create(method)
+    if run is neuba_attack:
+        return attack_neuba(model, corpus, out, config, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
+                            overwrite=overwrite, progress=progress)
+
+    def card(adapter, report):
+        triggers = report.get("triggers", [])
+        return model_card(f"{method}-backdoored model (research artefact)", model,
+                          f"{method} backdoor implanted with {len(triggers)} triggers ({' '.join(triggers)}) by "
+                          "ptmdetox.", report, adapter.notes,
+                          warning="this model carries a task-agnostic backdoor on purpose, to measure defenses. "
+                                  "Do not deploy it.")
+
+    return _transform_model(model, corpus, out, lambda adapter, texts: run(adapter, texts, config, progress),
+                            "attack.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
+                            overwrite=overwrite)
+
+
 def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, corpus_limit: int | None = None,
                   allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     def card(adapter, report):
@@ -65,6 +89,33 @@ def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, co
     return _transform_model(model, corpus, out, lambda adapter, texts: recipe_purify(adapter, texts, config, progress),
                             "purification.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
                             overwrite=overwrite)
+
+
+def purify(method: str, model: str, corpus: str | None, out: str, config, *, corpus_limit: int | None = None,
+           allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Any registered defense by name (`defenses.DEFENSES`); RECIPE and its ablations keep RECIPE's model card."""
+    from . import defenses
+
+    _, run = defenses.create(method)
+    if corpus is None and method not in defenses.CORPUS_FREE | defenses.TASK_SPECIFIC:
+        raise PtmdetoxError(f"defense '{method}' needs an auxiliary corpus (--corpus)")
+    if run is recipe_purify:
+        return purify_recipe(model, corpus, out, config, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
+                             overwrite=overwrite, progress=progress)
+
+    def card(adapter, report):
+        kind = "task-specific defense (used labelled downstream data)" if method in defenses.TASK_SPECIFIC else \
+            "task-agnostic defense"
+        return model_card(f"Purified with ptmdetox ({method})", model, f"{report['summary']} ({kind}).", report,
+                          adapter.notes)
+
+    def run_and_name(adapter, texts):
+        report = run(adapter, texts, config, progress)
+        report["defense_name"] = method
+        return report
+
+    return _transform_model(model, corpus, out, run_and_name, "purification.json", card, corpus_limit=corpus_limit,
+                            allow_pickle=allow_pickle, overwrite=overwrite)
 
 
 def evaluate_model(model: str, train: str, test: str, triggers, policy: InsertionPolicy, config: FinetuneConfig,

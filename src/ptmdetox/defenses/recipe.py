@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -54,6 +55,16 @@ class RecipeConfig:
     head_warmup_steps: int = 300
     preset: str = "cpu"
     log_every: int = 50
+
+    #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
+    preset_overrides: ClassVar[dict] = {}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RecipeConfig":
+        """A config from YAML/CLI values: `preset` (default cpu) picks the base, the other values override it."""
+        values = dict(values)
+        base = preset(values.pop("preset", "cpu"), **{**cls.preset_overrides, **values})
+        return cls(**asdict(base))
 
     def __post_init__(self):
         if self.norm not in NORMS:

@@ -91,6 +91,23 @@ class ModelAdapter(ABC):
     def first_token_activations(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Post-activation neuron values at the first token (or global position), one [B, N] per layer."""
 
+    def blocks(self) -> list[nn.Module]:
+        """The stacked layers (Transformer blocks), input side first: what "re-initialise the top k layers" means."""
+        raise NotImplementedError(f"{self.family}: blocks() is not implemented")
+
+    def representation_head(self) -> nn.Module | None:
+        """The module between the last block and the representation (BERT's pooler), or None when there is none."""
+        return None
+
+    def reinitialise(self, module: nn.Module) -> None:
+        """Give `module` the family's fresh (pre-training) initialisation, in place."""
+        raise NotImplementedError(f"{self.family}: reinitialise() is not implemented")
+
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Every block's output ([B, T, H] each, input side first), the [B, T] mask of real positions and the
+        representation, from one forward pass."""
+        raise NotImplementedError(f"{self.family}: hidden_states() is not implemented")
+
     @abstractmethod
     def pretraining_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The family's pre-training loss (MLM for text encoders) on a prepared batch."""

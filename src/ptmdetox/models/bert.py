@@ -119,6 +119,25 @@ class TextEncoderAdapter(ModelAdapter):
     def neuron_layers(self) -> list[nn.Linear]:
         return [layer.intermediate.dense for layer in self.backbone.encoder.layer]
 
+    def blocks(self) -> list[nn.Module]:
+        return list(self.backbone.encoder.layer)
+
+    def representation_head(self) -> nn.Module | None:
+        return self.backbone.pooler if self.has_pooler else None
+
+    @torch.no_grad()
+    def reinitialise(self, module: nn.Module) -> None:
+        """BERT's initialisation: linear and embedding weights ~ N(0, initializer_range), biases 0, LayerNorm 1/0."""
+        std = self.model.config.initializer_range
+        for sub in module.modules():
+            if isinstance(sub, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(sub.weight, mean=0.0, std=std)
+            elif isinstance(sub, nn.LayerNorm):
+                nn.init.ones_(sub.weight)
+            bias = getattr(sub, "bias", None)
+            if isinstance(bias, nn.Parameter) and isinstance(sub, (nn.Linear, nn.LayerNorm)):
+                nn.init.zeros_(bias)
+
     # ---- data -------------------------------------------------------------------------------------
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
         if not texts:   # fast tokenizers fail on an empty batch
@@ -150,6 +169,13 @@ class TextEncoderAdapter(ModelAdapter):
     def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return out.last_hidden_state, getattr(out, "pooler_output", None)
+
+    def hidden_states(self, batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=True)
+        pooled = getattr(out, "pooler_output", None)
+        representation = pooled if self.has_pooler and pooled is not None else out.last_hidden_state[:, 0]
+        return list(out.hidden_states[1:]), batch["attention_mask"], representation
 
     def representation(self, batch) -> torch.Tensor:
         hidden, pooled = self.encode(batch)
