@@ -38,6 +38,14 @@ def _corpus_args(p):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
+def _compute_args(p):
+    p.add_argument("--mode", choices=["fast", "reference"],
+                   help="fast (default): bucketed dynamic padding, MLM logits at masked positions only; reference: "
+                        "the released code's layout (pad to --max-length, logits at every position, fp32)")
+    p.add_argument("--bf16", action="store_true", help="fast mode: bf16 autocast (see docs/results.md, issue 5)")
+    p.add_argument("--compile", action="store_true", help="fast mode: torch.compile the encoder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ptmdetox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -83,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--batch-size", type=int)
     recipe.add_argument("--max-length", type=int)
     recipe.add_argument("--seed", type=int)
+    _compute_args(recipe)
 
     ev = sub.add_parser("evaluate", help="fine-tune on a downstream task and measure ACC / ASR",
                         description="Fine-tune the model with a fresh linear head once per seed, then report ACC, "
@@ -128,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Builds every model of the suite (cached by a hash of its config chain), "
                                        "evaluates each on each task and seed, and writes results/SUITE.json and .md. "
                                        "Re-running resumes from the cache.")
-    bench.add_argument("suite", help="suite name in bench/ or a YAML path")
+    bench.add_argument("suite", help="suite name in bench/ or a YAML path; 'speed': the speed benchmark "
+                                     "(ptmdetox bench speed --help)")
     bench.add_argument("--quick", action="store_true", help="the suite's small smoke-test variant")
     bench.add_argument("--cache", default="runs/cache")
     bench.add_argument("--results", default="results")
@@ -173,6 +183,16 @@ def _print_notes(report: dict) -> None:
         print(f"note: {note}")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if list(argv[:2]) == ["bench", "speed"]:   # its own options, unlike the YAML suites
+        from .speedbench import build_parser as speed_parser
+
+        args = speed_parser(Parser).parse_args(argv[2:])
+        args.command = "bench-speed"
+        return args
+    return build_parser().parse_args(argv)
+
+
 def run(args) -> int:
     from . import pipeline
     from .training import configure_threads
@@ -201,7 +221,8 @@ def run(args) -> int:
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=args.pretrain_loss, masking=args.masking, batch_size=args.batch_size,
-                        max_length=args.max_length, seed=args.seed)
+                        max_length=args.max_length, seed=args.seed, mode=args.mode, bf16=args.bf16 or None,
+                        compile=args.compile or None)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                         allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
         print(f"RECIPE: {report['steps']} steps in {report['train_seconds']:.0f} s; regularised norm "
@@ -250,6 +271,10 @@ def run(args) -> int:
 
         run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress,
                   cached_only=args.cached_only)
+    elif args.command == "bench-speed":
+        from .speedbench import run_from_args
+
+        run_from_args(args)
     elif args.command == "demo":
         from .demo import run_demo
 
@@ -260,7 +285,8 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         reexec_with_fast_environment()
-    args = build_parser().parse_args(argv)
+        argv = sys.argv[1:]
+    args = parse_args(argv)
     try:
         return run(args)
     except PtmdetoxError as exc:
