@@ -88,7 +88,7 @@ def test_different_masks_give_different_losses(tiny_model):
     adapter = models.create(tiny_model).eval()
     a = mlm_loss(adapter, FAST, *masked_batch_sequences(adapter, seed=3))[0]
     b = mlm_loss(adapter, FAST, *masked_batch_sequences(adapter, seed=4))[0]
-    assert float(a) != pytest.approx(float(b), rel=1e-3)
+    assert float(a.detach()) != pytest.approx(float(b.detach()), rel=1e-3)
 
 
 def batch_widths(adapter, sentences, config):
@@ -173,3 +173,39 @@ def test_cli_refuses_reference_mode_with_bf16(tiny_model, tiny_corpus, tmp_path,
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("ptmdetox: error: reference mode")
     assert not (tmp_path / "x").exists()
+
+
+def spy_widths(adapter) -> list[int]:
+    widths = []
+    encode = adapter.encode
+    adapter.encode = lambda batch: (widths.append(batch["input_ids"].shape[1]), encode(batch))[1]
+    return widths
+
+
+@pytest.mark.parametrize("mode", ["reference", "fast"])
+def test_neuba_attack_follows_the_mode(tiny_model, mode):
+    from ptmdetox.attacks.neuba import NeubaConfig, neuba_attack
+
+    adapter = models.create(tiny_model)
+    widths = spy_widths(adapter)
+    sentences = [" ".join(["good"] * (1 + i % 5)) for i in range(32)]
+    report = neuba_attack(adapter, sentences, NeubaConfig(steps=2, batch_size=8, max_length=24, mode=mode),
+                          progress=False)
+    assert report["compute"]["mode"] == mode
+    assert (set(widths) == {24}) == (mode == "reference")
+
+
+@pytest.mark.parametrize("mode", ["reference", "fast"])
+def test_finetuning_and_prediction_follow_the_mode(tiny_model, tiny_task, mode):
+    from ptmdetox.data.readers import read_task
+    from ptmdetox.data.triggers import InsertionPolicy
+    from ptmdetox.evaluation.finetune import FinetuneConfig, evaluate_seed
+
+    train, test = read_task(*tiny_task)
+    adapter = models.create(tiny_model)
+    widths = spy_widths(adapter)
+    config = FinetuneConfig(epochs=1, batch_size=16, max_length=40, mode=mode)
+    result = evaluate_seed(lambda: adapter, train, test, ("cf",), InsertionPolicy("first"), config, seed=1,
+                           progress=False)
+    assert 0 <= result["acc"] <= 100 and widths
+    assert (set(widths) == {40}) == (mode == "reference")

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     neuba.add_argument("--batch-size", type=int, default=32, help="half clean, half poisoned")
     neuba.add_argument("--max-length", type=int, default=64)
     neuba.add_argument("--seed", type=int, default=0)
+    neuba.add_argument("--mode", default="fast", choices=["fast", "reference"],
+                       help="reference: pad every sentence to --max-length, MLM logits at every position")
 
     purify = sub.add_parser("purify", help="remove backdoors from a pre-trained model")
     purify_sub = purify.add_subparsers(dest="method", required=True, parser_class=Parser)
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-length", type=int, default=128)
     ev.add_argument("--train-limit", type=int, help="subsample the training set")
     ev.add_argument("--test-limit", type=int, help="subsample the test set")
+    ev.add_argument("--mode", default="fast", choices=["fast", "reference"],
+                    help="reference: pad every sentence to --max-length and batch at random (as the released code)")
     ev.add_argument("--name", help="row name in the table")
     ev.add_argument("--out", help="write the JSON result here")
 
@@ -204,7 +208,7 @@ def run(args) -> int:
         from .data.triggers import parse_triggers
 
         config = NeubaConfig(triggers=parse_triggers(args.triggers), steps=args.steps, lr=args.lr,
-                             batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
+                             batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, mode=args.mode)
         report = pipeline.attack_neuba(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                        allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
         print(f"NeuBA: {config.steps} steps in {report['train_seconds']:.0f} s, final poison MSE "
@@ -235,7 +239,8 @@ def run(args) -> int:
         train, test = _task_paths(args)
         policy = InsertionPolicy(args.position, args.count, args.position_seed)
         config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                max_length=args.max_length, train_limit=args.train_limit, test_limit=args.test_limit)
+                                max_length=args.max_length, train_limit=args.train_limit, test_limit=args.test_limit,
+                                mode=args.mode)
         summary = pipeline.evaluate_model(args.model, train, test, args.triggers, policy, config, args.seeds,
                                           out=args.out, allow_pickle=args.allow_pickle, name=args.name,
                                           text_column=args.text_column, label_column=args.label_column,

@@ -276,7 +276,7 @@ def speed_markdown(report: dict) -> str:
     if "quality" in report:
         q = report["quality"]
         lines += ["", f"## Quality: {q['steps']} purification steps, then `{q['task']}` (seeds {q['seeds']})", "",
-                  "| mode | ACC | AASR | MASR | final MLM | purification s |", "|---|---|---|---|---|---|"]
+                  "| variant | ACC | AASR | MASR | final MLM | purification s |", "|---|---|---|---|---|---|"]
         for mode, r in q["modes"].items():
             lines.append(f"| {mode} | {r['acc']:.1f} | {r['aasr']:.1f} | {r['masr']:.1f} | "
                          f"{r['final_mlm']:.3f} | {r['purify_seconds']:.0f} |")
@@ -293,7 +293,7 @@ class QualityConfig:
     seeds: tuple[int, ...] = (1,)
     triggers: str = "neuba"
     workdir: str = "runs/speed-quality"
-    modes: tuple[str, ...] = ("reference", "fast")
+    variants: tuple[str, ...] = ("reference", "fast")
     epochs: float = 3.0
     train_limit: int | None = None
     test_limit: int | None = None
@@ -318,15 +318,15 @@ def run_quality(config: SpeedConfig, quality: QualityConfig, progress: bool = Tr
     os.makedirs(quality.workdir, exist_ok=True)
     out = {"model": quality.model, "task": quality.task, "steps": quality.steps, "seeds": list(quality.seeds),
            "finetune_config": finetune.to_dict(), "modes": {}}
-    for mode in quality.modes:
-        purified = os.path.join(quality.workdir, mode)
+    for variant in quality.variants:
+        purified = os.path.join(quality.workdir, variant)
         recipe = preset("cpu", steps=quality.steps, scope=config.scope, batch_size=config.batch_size,
-                        max_length=config.max_length, lr=config.lr, seed=config.seed, mode=mode)
+                        max_length=config.max_length, lr=config.lr, seed=config.seed, **VARIANTS[variant])
         report = pipeline.purify_recipe(quality.model, config.corpus, purified, recipe, corpus_limit=None,
                                         overwrite=True, progress=progress)
         summary = pipeline.evaluate_model(purified, train, test, quality.triggers, InsertionPolicy("first"), finetune,
-                                          list(quality.seeds), progress=progress, name=f"recipe-{mode}")
-        out["modes"][mode] = {"acc": summary["acc"], "aasr": summary["aasr"], "masr": summary["masr"],
+                                          list(quality.seeds), progress=progress, name=f"recipe-{variant}")
+        out["modes"][variant] = {"acc": summary["acc"], "aasr": summary["aasr"], "masr": summary["masr"],
                               "final_mlm": report["final_parts"].get("mlm", float("nan")),
                               "norm_after": report["norm_after"], "purify_seconds": report["train_seconds"],
                               "purified_model": purified}
@@ -356,6 +356,8 @@ def build_parser(parser_class=argparse.ArgumentParser) -> argparse.ArgumentParse
     q.add_argument("--quality", metavar="ATTACKED_MODEL",
                    help="purify this attacked model in reference and fast mode, evaluate both")
     q.add_argument("--quality-steps", type=int, default=600)
+    q.add_argument("--quality-variants", default="reference,fast",
+                   help="e.g. reference,fast,fast+bf16 (does bf16 change ACC/MASR?)")
     q.add_argument("--task", default=DEFAULT_TASK)
     q.add_argument("--seeds", default="1", help="fine-tuning seeds, e.g. 1,2")
     q.add_argument("--epochs", type=float, default=3.0)
@@ -376,7 +378,13 @@ def run_from_args(args) -> dict:
             seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
         except ValueError:
             raise PtmdetoxError(f"seeds must be comma-separated integers, got '{args.seeds}'") from None
+        variants = tuple(v.strip() for v in args.quality_variants.split(",") if v.strip())
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown or not variants:
+            raise PtmdetoxError(f"unknown quality variant(s) {', '.join(unknown) or '(none given)'} "
+                                f"(choose from {', '.join(VARIANTS)})")
         quality = QualityConfig(model=args.quality, task=args.task, steps=args.quality_steps, seeds=seeds,
+                                variants=variants,
                                 workdir=args.workdir, epochs=args.epochs, train_limit=args.train_limit,
                                 test_limit=args.test_limit)
     return run_speed(config, args.results, quality, progress=not args.quiet)
