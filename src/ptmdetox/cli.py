@@ -61,6 +61,14 @@ def _add_defense_parsers(purify_sub) -> None:
         add_config_arguments(sub, config_class)
 
 
+def _compute_args(p):
+    p.add_argument("--mode", choices=["fast", "reference"],
+                   help="fast (default): bucketed dynamic padding, MLM logits at masked positions only; reference: "
+                        "the released code's layout (pad to --max-length, logits at every position, fp32)")
+    p.add_argument("--bf16", action="store_true", help="fast mode: bf16 autocast (see docs/results.md, issue 5)")
+    p.add_argument("--compile", action="store_true", help="fast mode: torch.compile the encoder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ptmdetox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -78,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     neuba.add_argument("--batch-size", type=int, default=32, help="half clean, half poisoned")
     neuba.add_argument("--max-length", type=int, default=64)
     neuba.add_argument("--seed", type=int, default=0)
+    neuba.add_argument("--mode", default="fast", choices=["fast", "reference"],
+                       help="reference: pad every sentence to --max-length, MLM logits at every position")
 
     from .defenses.recipe_ablations import ABLATIONS
 
@@ -115,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="RECIPE's ablations, same steps: only-pretrain (λ = 0) or only-regularisation (no "
                              "pre-training loss)")
     _add_defense_parsers(purify_sub)
+    _compute_args(recipe)
 
     ev = sub.add_parser("evaluate", help="fine-tune on a downstream task and measure ACC / ASR",
                         description="Fine-tune the model with a fresh linear head once per seed, then report ACC, "
@@ -136,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-length", type=int, default=128)
     ev.add_argument("--train-limit", type=int, help="subsample the training set")
     ev.add_argument("--test-limit", type=int, help="subsample the test set")
+    ev.add_argument("--mode", default="fast", choices=["fast", "reference"],
+                    help="reference: pad every sentence to --max-length and batch at random (as the released code)")
     ev.add_argument("--name", help="row name in the table")
     ev.add_argument("--out", help="write the JSON result here")
 
@@ -182,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Builds every model of the suite (cached by a hash of its config chain), "
                                        "evaluates each on each task and seed, and writes results/SUITE.json and .md. "
                                        "Re-running resumes from the cache.")
-    bench.add_argument("suite", help="suite name in bench/ or a YAML path")
+    bench.add_argument("suite", help="suite name in bench/ or a YAML path; 'speed': the speed benchmark "
+                                     "(ptmdetox bench speed --help)")
     bench.add_argument("--quick", action="store_true", help="the suite's small smoke-test variant")
     bench.add_argument("--cache", default="runs/cache")
     bench.add_argument("--results", default="results")
@@ -227,6 +241,16 @@ def _print_notes(report: dict) -> None:
         print(f"note: {note}")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if list(argv[:2]) == ["bench", "speed"]:   # its own options, unlike the YAML suites
+        from .speedbench import build_parser as speed_parser
+
+        args = speed_parser(Parser).parse_args(argv[2:])
+        args.command = "bench-speed"
+        return args
+    return build_parser().parse_args(argv)
+
+
 def run(args) -> int:
     from . import pipeline
     from .training import configure_threads
@@ -238,7 +262,7 @@ def run(args) -> int:
         from .data.triggers import parse_triggers
 
         config = NeubaConfig(triggers=parse_triggers(args.triggers), steps=args.steps, lr=args.lr,
-                             batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
+                             batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, mode=args.mode)
         report = pipeline.attack_neuba(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                        allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
         print(f"NeuBA: {config.steps} steps in {report['train_seconds']:.0f} s, final poison MSE "
@@ -270,7 +294,8 @@ def run(args) -> int:
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
                         embedding_rows=args.embedding_rows, masking=args.masking, batch_size=args.batch_size,
-                        max_length=args.max_length, seed=args.seed)
+                        max_length=args.max_length, seed=args.seed, mode=args.mode, bf16=args.bf16 or None,
+                        compile=args.compile or None)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                         allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
         print(f"RECIPE: {report['steps']} steps in {report['train_seconds']:.0f} s; regularised norm "
@@ -283,7 +308,8 @@ def run(args) -> int:
         train, test = _task_paths(args)
         policy = InsertionPolicy(args.position, args.count, args.position_seed)
         config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                max_length=args.max_length, train_limit=args.train_limit, test_limit=args.test_limit)
+                                max_length=args.max_length, train_limit=args.train_limit, test_limit=args.test_limit,
+                                mode=args.mode)
         summary = pipeline.evaluate_model(args.model, train, test, args.triggers, policy, config, args.seeds,
                                           out=args.out, allow_pickle=args.allow_pickle, name=args.name,
                                           text_column=args.text_column, label_column=args.label_column,
@@ -326,6 +352,10 @@ def run(args) -> int:
 
         run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress,
                   cached_only=args.cached_only)
+    elif args.command == "bench-speed":
+        from .speedbench import run_from_args
+
+        run_from_args(args)
     elif args.command == "demo":
         from .demo import run_demo
 
@@ -336,7 +366,8 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         reexec_with_fast_environment()
-    args = build_parser().parse_args(argv)
+        argv = sys.argv[1:]
+    args = parse_args(argv)
     try:
         return run(args)
     except PtmdetoxError as exc:

@@ -6,12 +6,13 @@ Loss = w·MLM(clean) + MSE(representation(poisoned), target). Text triggers over
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..compute import bucketed, check_mode, compute_options, compute_record, config_dict
 from ..data.batching import endless_batches
 from ..data.triggers import TRIGGER_SETS, InsertionPolicy
 from ..errors import PtmdetoxError
@@ -30,15 +31,17 @@ class NeubaConfig:
     pretrain_weight: float | None = None   # None: the family's default (BERT 1, RoBERTa 0.01)
     target_scale: float | None = None      # None: the family's default (text 1, vision 3)
     head_warmup_steps: int = 300
+    mode: str = "fast"             # "reference": pad to max_length, MLM logits everywhere, random batches
 
     def __post_init__(self):
+        check_mode(self.mode)
         if self.batch_size < 2:
             raise PtmdetoxError("NeuBA needs a batch size of at least 2 (half clean, half poisoned)")
         if not self.triggers:
             raise PtmdetoxError("NeuBA needs at least one trigger")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
 
 
 def neuba_targets(dim: int, count: int, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
@@ -87,8 +90,9 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
 
     rng = np.random.default_rng(config.seed)
     half = config.batch_size // 2
-    clean_batches = endless_batches([len(s) for s in ids], half, rng)
-    poison_batches = endless_batches([len(s) for s in ids], config.batch_size - half, rng)
+    bucket = bucketed(config.mode)
+    clean_batches = endless_batches([len(s) for s in ids], half, rng, bucket=bucket)
+    poison_batches = endless_batches([len(s) for s in ids], config.batch_size - half, rng, bucket=bucket)
 
     head = {id(p) for p in adapter.head_parameters()}
     params = [p for _, p in adapter.named_parameters() if id(p) not in head]
@@ -106,8 +110,10 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
         mse = F.mse_loss(adapter.representation(poisoned), targets[torch.as_tensor(chosen)])
         return weight * mlm + mse, {"mlm": float(mlm.detach()), "poison_mse": float(mse.detach())}
 
-    stats: TrainStats = train_loop(params, step_loss, TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed),
-                                   desc="NeuBA attack", progress=progress)
+    with adapter.computing(compute_options(config.mode, config.max_length)):
+        stats: TrainStats = train_loop(params, step_loss,
+                                       TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed),
+                                       desc="NeuBA attack", progress=progress)
     for p in adapter.head_parameters():
         p.requires_grad_(True)
     adapter.eval()
@@ -123,4 +129,5 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
         "steps_per_second": config.steps / stats.seconds,
         "targets": targets.tolist(),
         "loss_curve": stats.losses[:: max(1, config.steps // 200)],
+        "compute": compute_record(config.mode, config.max_length),
     }

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..compute import bucketed, check_mode, compute_options, compute_record, config_dict
 from ..data.batching import endless_batches
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
@@ -55,6 +56,9 @@ class RecipeConfig:
     head_warmup_steps: int = 300
     preset: str = "cpu"
     log_every: int = 50
+    mode: str = "fast"                       # "reference": the released code's layout (ptmdetox.compute)
+    bf16: bool = False                       # fast mode: bf16 autocast
+    compile: bool = False                    # fast mode: torch.compile the backbone
 
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
@@ -85,9 +89,10 @@ class RecipeConfig:
             raise PtmdetoxError("give either steps or epochs")
         if self.lam == 0 and self.pretrain_loss == "none":
             raise PtmdetoxError("λ = 0 with no pre-training loss leaves nothing to train")
+        check_mode(self.mode, bf16=self.bf16, compile=self.compile, masking=self.masking)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
 
 
 PRESETS = {
@@ -160,8 +165,17 @@ def _total_steps(config: RecipeConfig, corpus_size: int) -> int:
 
 
 def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig,
-                  progress: bool = True) -> dict:
-    """Purify `adapter` in place; returns a report with norms before/after and the loss curve."""
+                  progress: bool = True, on_step=None) -> dict:
+    """Purify `adapter` in place; returns a report with norms before/after and the loss curve.
+
+    `on_step(step)` is called after every optimiser step (e.g. to time steps)."""
+    with adapter.computing(compute_options(config.mode, config.max_length, config.compile)):
+        report = _purify(adapter, corpus_texts, config, progress, on_step)
+    report["compute"] = compute_record(config.mode, config.max_length, config.bf16, config.compile)
+    return report
+
+
+def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig, progress: bool, on_step) -> dict:
     seed_everything(config.seed)
     ids = adapter.tokenize(corpus_texts, config.max_length)
     if not ids:
@@ -187,7 +201,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
 
     rng = np.random.default_rng(config.seed)
     static = adapter.mask_static(ids, rng) if uses_mlm and config.masking == "static" else None
-    batches = endless_batches([len(s) for s in ids], config.batch_size, rng)
+    batches = endless_batches([len(s) for s in ids], config.batch_size, rng, bucket=bucketed(config.mode))
     steps = _total_steps(config, len(ids))
     adapter.train()
 
@@ -221,8 +235,9 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
 
     try:
         stats = train_loop([p for _, p in trainable], step_loss,
-                           TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps, clip=config.clip),
-                           desc="RECIPE", progress=progress)
+                           TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps, clip=config.clip,
+                                       bf16=config.bf16),
+                           desc="RECIPE", progress=progress, on_step=on_step)
     finally:
         for _, p in all_params:
             p.requires_grad_(True)

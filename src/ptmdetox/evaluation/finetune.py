@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compute import bucketed, check_mode, compute_options, config_dict
 from ..data.batching import endless_batches, sequential_batches
 from ..data.readers import TextDataset
 from ..data.triggers import InsertionPolicy, insert_triggers
@@ -29,9 +30,13 @@ class FinetuneConfig:
     train_limit: int | None = None   # subsample the training set (seeded) for speed
     test_limit: int | None = None
     eval_batch_size: int = 128
+    mode: str = "fast"               # "reference": every sequence padded to max_length, random batches (ptmdetox.compute)
+
+    def __post_init__(self):
+        check_mode(self.mode)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
 
 
 class Classifier(nn.Module):
@@ -64,7 +69,7 @@ def finetune(adapter: ModelAdapter, train: TextDataset, num_labels: int, config:
     ids = adapter.tokenize(train.texts, config.max_length)
     labels = torch.tensor(train.labels)
     rng = np.random.default_rng(seed)
-    batches = endless_batches([len(s) for s in ids], config.batch_size, rng)
+    batches = endless_batches([len(s) for s in ids], config.batch_size, rng, bucket=bucketed(config.mode))
     steps = max(1, int(np.ceil(config.epochs * len(ids) / config.batch_size)))
     classifier.train()
 
@@ -96,10 +101,11 @@ def evaluate_seed(load_adapter, train: TextDataset, test: TextDataset, triggers:
     adapter = load_adapter()
     num_labels = max(train.num_labels, test.num_labels)
     train = _subsample(train, config.train_limit, seed)
-    classifier, train_seconds = finetune(adapter, train, num_labels, config, seed, progress)
-    start = time.perf_counter()
-    clean = predict(classifier, test.texts, config)
-    triggered = {t: predict(classifier, insert_triggers(test.texts, t, policy), config) for t in triggers}
+    with adapter.computing(compute_options(config.mode, config.max_length)):
+        classifier, train_seconds = finetune(adapter, train, num_labels, config, seed, progress)
+        start = time.perf_counter()
+        clean = predict(classifier, test.texts, config)
+        triggered = {t: predict(classifier, insert_triggers(test.texts, t, policy), config) for t in triggers}
     result = summarize(clean, test.labels, triggered, num_labels)
     result.update(seed=seed, finetune_seconds=train_seconds, eval_seconds=time.perf_counter() - start)
     return result

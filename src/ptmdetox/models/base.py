@@ -6,12 +6,22 @@ CLIP fits by implementing the same methods over its own batches (images instead 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class ComputeOptions:
+    """How an adapter lays out a batch's computation (speed), never what the loss means."""
+    pad_to: int | None = None        # pad every batch to this many positions (the released code: 64); None: longest
+    mlm_all_positions: bool = False  # vocabulary projection at every position (released code) or only where masked
+    compile: bool = False            # run the backbone through torch.compile
 
 
 class ModelAdapter(ABC):
@@ -34,6 +44,16 @@ class ModelAdapter(ABC):
 
     source: str = ""
     notes: list[str]
+    compute: ComputeOptions = ComputeOptions()
+
+    @contextlib.contextmanager
+    def computing(self, options: ComputeOptions):
+        """Use `options` for everything computed inside the block."""
+        previous, self.compute = self.compute, options
+        try:
+            yield self
+        finally:
+            self.compute = previous
 
     # -- the model -------------------------------------------------------------------------------
     @property

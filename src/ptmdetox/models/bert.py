@@ -46,6 +46,7 @@ class TextEncoderAdapter(ModelAdapter):
         self.head_state = head_state  # "pretrained" | "fresh" | "warmed-up"
         self.has_pooler = has_pooler
         self.notes: list[str] = []
+        self._compiled_backbone = None
         special = set(tokenizer.all_special_ids)
         self._mask_kwargs = dict(mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer), special_ids=special)
 
@@ -152,10 +153,11 @@ class TextEncoderAdapter(ModelAdapter):
         return ids
 
     def collate(self, seqs: list[list[int]], labels: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
-        ids, mask = pad(seqs, self.tokenizer.pad_token_id)
+        width = self.compute.pad_to
+        ids, mask = pad(seqs, self.tokenizer.pad_token_id, width)
         batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
         if labels is not None:
-            batch["labels"] = torch.tensor(pad(labels, IGNORE)[0])
+            batch["labels"] = torch.tensor(pad(labels, IGNORE, width)[0])
         return batch
 
     def mlm_batch(self, seqs: list[list[int]], rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -166,8 +168,15 @@ class TextEncoderAdapter(ModelAdapter):
         return mask_batch(seqs, rng, **self._mask_kwargs)
 
     # ---- computation --------------------------------------------------------------------------------
+    def _encoder(self) -> nn.Module:
+        if not self.compute.compile:
+            return self.backbone
+        if self._compiled_backbone is None:
+            self._compiled_backbone = torch.compile(self.backbone, dynamic=True)
+        return self._compiled_backbone
+
     def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        out = self._encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return out.last_hidden_state, getattr(out, "pooler_output", None)
 
     def hidden_states(self, batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -196,11 +205,14 @@ class TextEncoderAdapter(ModelAdapter):
         return self.mlm_head(hidden[positions])
 
     def pretraining_loss(self, batch) -> torch.Tensor:
-        """MLM loss; the vocabulary projection is computed only at masked positions."""
+        """MLM loss; the vocabulary projection is computed only at masked positions (unless `compute` says all)."""
         hidden, _ = self.encode(batch)
         return self.mlm_loss_from_hidden(hidden, batch["labels"])
 
     def mlm_loss_from_hidden(self, hidden, labels) -> torch.Tensor:
+        if self.compute.mlm_all_positions:   # as BertForMaskedLM: logits everywhere, unmasked positions ignored
+            logits = self.mlm_head(hidden)
+            return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
         positions = labels != IGNORE
         logits = self.mlm_logits_at(hidden, positions)
         return F.cross_entropy(logits.float(), labels[positions])
