@@ -132,3 +132,62 @@ def test_unknown_trigger_is_refused_before_training(tiny_model, tiny_corpus):
         por_attack(adapter, read_corpus(tiny_corpus).texts, PorConfig(triggers=("cf", "zebra"), steps=2),
                    progress=False)
     assert all(torch.equal(before[n], p) for n, p in adapter.named_parameters())
+
+
+# ---- command line ---------------------------------------------------------------------------------------------------
+
+FAST = ["--steps", "3", "--batch-size", "8", "--max-length", "32", "--quiet"]
+
+
+def one_line_error(capsys, argv) -> str:
+    from ptmdetox.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:   # argparse usage errors
+        code = exit_info.code
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("ptmdetox: error:"), err
+    return err[0]
+
+
+def test_cli_por_with_phrase_triggers_writes_a_loadable_model(capsys, tmp_path, tiny_model, tiny_corpus):
+    import json
+
+    import transformers
+
+    from ptmdetox.cli import main
+
+    out = tmp_path / "por"
+    capsys.readouterr()
+    assert main(["attack", "por", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
+                 "--triggers", "last weekend,at noon", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("POR: 3 steps in") and "poison_mse" in printed
+    report = json.loads((out / "attack.json").read_text(encoding="utf-8"))
+    assert report["attack"] == "por" and report["triggers"] == ["last weekend", "at noon"]
+    assert report["config"]["insertions"] == 3 and report["config"]["steps"] == 3
+    assert "versions" in report and "wall_seconds" in report
+    assert "POR-backdoored model" in (out / "README.md").read_text(encoding="utf-8")
+    assert transformers.AutoModel.from_pretrained(str(out)).pooler is not None
+
+
+def test_cli_por_bad_inputs_are_one_line_errors(capsys, tmp_path, tiny_model, tiny_corpus):
+    base = ["attack", "por", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(tmp_path / "out"), *FAST]
+    assert "'zebra' is unknown" in one_line_error(capsys, [*base, "--triggers", "cf,zebra"])
+    assert "unrecognized arguments: --mlm-weight" in one_line_error(capsys, [*base, "--mlm-weight", "1"])
+    assert "insertions" in one_line_error(capsys, [*base, "--insertions", "0"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_help_states_the_configs_defaults(capsys):
+    from ptmdetox.attacks.badpre import BadpreConfig
+    from ptmdetox.cli import main
+
+    for name, config in (("por", PorConfig()), ("badpre", BadpreConfig())):
+        with pytest.raises(SystemExit):
+            main(["attack", name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"default {config.steps}" in text and f"default {config.lr}" in text
+        assert "--adaptive-lam" in text and "--adaptive-regularise" in text

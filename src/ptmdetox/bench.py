@@ -14,8 +14,7 @@ import time
 import yaml
 from tqdm.auto import tqdm
 
-from . import models, pipeline
-from .attacks.neuba import NeubaConfig
+from . import attacks, models, pipeline
 from .data.readers import read_task
 from .data.triggers import InsertionPolicy, parse_triggers
 from .defenses.recipe import preset
@@ -94,11 +93,7 @@ def _config(step: dict):
     method = cfg.pop("method", "neuba" if kind == "attack" else "recipe")
     limit = cfg.pop("corpus_limit", None)
     if kind == "attack":
-        if method != "neuba":
-            raise PtmdetoxError(f"unknown attack '{method}' in suite")
-        if "triggers" in cfg:
-            cfg["triggers"] = parse_triggers(cfg["triggers"])
-        return method, NeubaConfig(**cfg), limit
+        return method, attacks.make_config(method, cfg), limit
     if method != "recipe":
         raise PtmdetoxError(f"unknown defense '{method}' in suite")
     for key in ("regularised", "trainable"):
@@ -109,8 +104,8 @@ def _config(step: dict):
 
 def _build(step: dict, source: str, out: str, progress: bool) -> None:
     method, config, limit = _config(step)
-    if method == "neuba":
-        pipeline.attack_neuba(source, step["aux"], out, config, corpus_limit=limit, progress=progress)
+    if "attack" in step:
+        pipeline.attack(method, source, step["aux"], out, config, corpus_limit=limit, progress=progress)
     else:
         pipeline.purify_recipe(source, step["aux"], out, config, corpus_limit=limit, progress=progress)
 
