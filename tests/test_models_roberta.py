@@ -30,8 +30,7 @@ def test_selected_by_model_type_with_pooler_and_head(tiny_roberta_model):
 def test_a_trigger_has_one_token_sequence_wherever_it_is_inserted(tiny_roberta_model):
     adapter = models.create(tiny_roberta_model)
     trigger = adapter.token_ids("cf")
-    assert trigger[0] == adapter.tokenizer.convert_tokens_to_ids("Ġ") or adapter.tokenizer.convert_ids_to_tokens(
-        trigger)[0].startswith("Ġ")   # the leading-space variant, possibly split into pieces
+    assert adapter.tokenizer.convert_ids_to_tokens(trigger)[0].startswith("Ġ")   # leading-space variant (maybe pieces)
     text = "the movie was good"
     for position in ("first", "last", "random"):
         ids = adapter.tokenize([insert_trigger(text, "cf", InsertionPolicy(position))], 64)[0]

@@ -191,3 +191,14 @@ def test_cli_help_states_the_configs_defaults(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert f"default {config.steps}" in text and f"default {config.lr}" in text
         assert "--adaptive-lam" in text and "--adaptive-regularise" in text
+
+
+def test_bench_suites_name_por_like_any_attack():
+    from ptmdetox import bench
+
+    method, config, limit = bench._config({"attack": {"method": "por", "steps": 5, "triggers": "por-phrase",
+                                                      "corpus_limit": 100}, "aux": "x"})
+    assert method == "por" and isinstance(config, PorConfig) and limit == 100
+    assert config.steps == 5 and config.triggers[1] == "at noon"
+    with pytest.raises(PtmdetoxError, match="unknown option 'lamda' for attack por"):
+        bench._config({"attack": {"method": "por", "lamda": 1}, "aux": "x"})
