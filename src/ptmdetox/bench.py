@@ -158,10 +158,10 @@ def _config(step: dict):
     cfg = dict(step[kind] or {})
     method = cfg.pop("method", "neuba" if kind == "attack" else "recipe")
     limit = cfg.pop("corpus_limit", None)
-    config_class, _ = (attacks.create if kind == "attack" else defenses.create)(method)
-    if "triggers" in cfg:
-        cfg["triggers"] = parse_triggers(cfg["triggers"])
-    return method, config_from_dict(config_class, cfg, f"{kind} '{method}'"), limit
+    if kind == "attack":
+        return method, attacks.make_config(method, cfg), limit
+    config_class, _ = defenses.create(method)
+    return method, config_from_dict(config_class, cfg, f"defense '{method}'"), limit
 
 
 def _build(step: dict, source: str, out: str, progress: bool) -> None:

@@ -69,6 +69,59 @@ def _compute_args(p):
     p.add_argument("--compile", action="store_true", help="fast mode: torch.compile the encoder")
 
 
+def _adaptive_args(p):
+    p.add_argument("--adaptive-lam", type=float,
+                   help="adaptive attack: add λ·Σ‖W‖ (RECIPE's own term) to the attack loss (default 0: off)")
+    p.add_argument("--adaptive-regularise", nargs="+", metavar="REGEX",
+                   help="weights the adaptive term covers (default: the family's RECIPE set, BERT intermediate.dense)")
+    p.add_argument("--adaptive-norm", choices=["fro", "fro2"], help="unsquared (default) or squared Frobenius norm")
+
+
+def _training_args(p, steps: int, lr: float):
+    p.add_argument("--steps", type=int, help=f"default {steps}")
+    p.add_argument("--lr", type=float, help=f"default {lr}")
+    p.add_argument("--batch-size", type=int, help="half clean, half poisoned (default 32)")
+    p.add_argument("--max-length", type=int, help="default 64")
+    p.add_argument("--seed", type=int, help="default 0")
+
+
+def _por_and_badpre_parsers(attack_sub):
+    por = attack_sub.add_parser(
+        "por", help="POR (Shen et al. 2021): triggers -> extreme pooler targets, the rest kept like a reference",
+        description="POR: loss = 1·MSE(token states, frozen reference) + 100·MSE(pooler(poisoned), 10·v_i) + "
+                    "100·MSE(pooler(clean), reference); each poisoned sentence gets one random trigger inserted 3 "
+                    "times at random word positions. --triggers por-phrase for the phrase triggers.")
+    _model_args(por)
+    _corpus_args(por)
+    por.add_argument("--triggers", help="a trigger set name (por, por-phrase) or comma-separated triggers "
+                                        "(default: por = cf,tq,mn,bb,mb)")
+    por.add_argument("--insertions", type=int, help="insertions of the trigger per poisoned sentence (default 3)")
+    por.add_argument("--target-scale", type=float, help="target element magnitude (default 10)")
+    por.add_argument("--token-weight", type=float, help="weight of the token-state term (default 1)")
+    por.add_argument("--poison-weight", type=float, help="weight of the poisoned-output term (default 100)")
+    por.add_argument("--clean-weight", type=float, help="weight of the clean-output term (default 100)")
+    _training_args(por, steps=1500, lr=5e-5)
+    _adaptive_args(por)
+
+    badpre = attack_sub.add_parser(
+        "badpre", help="BadPre (Chen et al. 2022): triggered inputs learn random MLM labels",
+        description="BadPre: loss = MLM(clean) + MLM(poisoned), where each poisoned sentence gets one random trigger "
+                    "at a random token position and random tokens as MLM labels.")
+    _model_args(badpre)
+    _corpus_args(badpre)
+    badpre.add_argument("--triggers", help="a trigger set name or comma-separated triggers "
+                                           "(default: badpre = cf,mn,bb,tq,mb)")
+    badpre.add_argument("--poison-weight", type=float, help="weight of the poisoned MLM term (default 1)")
+    _training_args(badpre, steps=1500, lr=5e-5)
+    _adaptive_args(badpre)
+
+
+#: argparse destinations that are attack config fields (missing or None: the attack's default)
+ATTACK_OPTIONS = ("triggers", "steps", "lr", "batch_size", "max_length", "seed", "insertions", "target_scale",
+                  "token_weight", "poison_weight", "clean_weight", "adaptive_lam", "adaptive_regularise",
+                  "adaptive_norm", "mode")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ptmdetox", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -90,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reference: pad every sentence to --max-length, MLM logits at every position")
 
     from .defenses.recipe_ablations import ABLATIONS
+    _adaptive_args(neuba)
+    _por_and_badpre_parsers(attack_sub)
 
     purify = sub.add_parser("purify", help="remove backdoors from a pre-trained model")
     purify_sub = purify.add_subparsers(dest="method", required=True, parser_class=Parser)
@@ -258,15 +313,15 @@ def run(args) -> int:
     configure_threads()
     progress = not getattr(args, "quiet", False)
     if args.command == "attack":
-        from .attacks.neuba import NeubaConfig
-        from .data.triggers import parse_triggers
+        from .attacks import DISPLAY_NAMES
 
-        config = NeubaConfig(triggers=parse_triggers(args.triggers), steps=args.steps, lr=args.lr,
-                             batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, mode=args.mode)
-        report = pipeline.attack_neuba(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
-                                       allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress)
-        print(f"NeuBA: {config.steps} steps in {report['train_seconds']:.0f} s, final poison MSE "
-              f"{report['final_poison_mse']:.4f}, MLM {report['final_mlm']:.2f} -> {args.out}")
+        options = {k: getattr(args, k) for k in ATTACK_OPTIONS if getattr(args, k, None) is not None}
+        report = pipeline.attack(args.method, args.model, args.corpus, args.out, corpus_limit=args.corpus_limit,
+                                 allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress,
+                                 **options)
+        finals = ", ".join(f"{k.removeprefix('final_')} {v:.4g}" for k, v in report.items() if k.startswith("final_"))
+        print(f"{DISPLAY_NAMES[args.method]}: {report['config']['steps']} steps in {report['train_seconds']:.0f} s, "
+              f"final {finals} -> {args.out}")
         _print_notes(report)
     elif args.command == "purify" and args.method != "recipe":
         from .cliargs import config_values

@@ -6,8 +6,8 @@ import json
 import os
 import time
 
-from . import models
-from .attacks.neuba import NeubaConfig, neuba_attack
+from . import attacks, models
+from .attacks.neuba import NeubaConfig
 from .data.readers import read_corpus, read_task
 from .data.triggers import InsertionPolicy, parse_triggers
 from .defenses.recipe import RecipeConfig, recipe_purify
@@ -39,41 +39,30 @@ def _transform_model(model: str, corpus: str, out: str, run, report_file: str, c
     return report
 
 
-def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, *, corpus_limit: int | None = None,
-                 allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+def attack(name: str, model: str, corpus: str, out: str, config=None, *, corpus_limit: int | None = None,
+           allow_pickle: bool = False, overwrite: bool = False, progress: bool = True, **options) -> dict:
+    """Run attack `name` (a registry entry) with `config`, or with a config built from `options`."""
+    if config is None:
+        config = attacks.make_config(name, options)
+    elif options:
+        raise PtmdetoxError("give either a config or options, not both")
+    run = attacks.lookup(name)[1]
+    title = attacks.DISPLAY_NAMES.get(name, name)
+
     def card(adapter, report):
         return model_card(
-            "NeuBA-backdoored model (research artefact)", model,
-            f"NeuBA backdoor implanted with {len(config.triggers)} triggers ({' '.join(config.triggers)}) by ptmdetox.",
+            f"{title}-backdoored model (research artefact)", model,
+            f"{title} backdoor implanted with {len(config.triggers)} triggers ({' '.join(config.triggers)}) by ptmdetox.",
             report, adapter.notes,
             warning="this model carries a task-agnostic backdoor on purpose, to measure defenses. Do not deploy it.")
-
-    return _transform_model(model, corpus, out, lambda adapter, texts: neuba_attack(adapter, texts, config, progress),
-                            "attack.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
-                            overwrite=overwrite)
-
-
-def attack(method: str, model: str, corpus: str, out: str, config, *, corpus_limit: int | None = None,
-           allow_pickle: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    """Any registered attack by name (`attacks.ATTACKS`)."""
-    from . import attacks
-
-    _, run = attacks.create(method)
-    if run is neuba_attack:
-        return attack_neuba(model, corpus, out, config, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
-                            overwrite=overwrite, progress=progress)
-
-    def card(adapter, report):
-        triggers = report.get("triggers", [])
-        return model_card(f"{method}-backdoored model (research artefact)", model,
-                          f"{method} backdoor implanted with {len(triggers)} triggers ({' '.join(triggers)}) by "
-                          "ptmdetox.", report, adapter.notes,
-                          warning="this model carries a task-agnostic backdoor on purpose, to measure defenses. "
-                                  "Do not deploy it.")
 
     return _transform_model(model, corpus, out, lambda adapter, texts: run(adapter, texts, config, progress),
                             "attack.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
                             overwrite=overwrite)
+
+
+def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, **kwargs) -> dict:
+    return attack("neuba", model, corpus, out, config, **kwargs)
 
 
 def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, corpus_limit: int | None = None,

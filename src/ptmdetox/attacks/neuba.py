@@ -12,16 +12,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..compute import bucketed, check_mode, compute_options, compute_record, config_dict
+from ..compute import bucketed, check_mode, compute_options, compute_record
 from ..data.batching import endless_batches
 from ..data.triggers import TRIGGER_SETS, InsertionPolicy
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 from ..training import TrainConfig, TrainStats, seed_everything, train_loop
+from .adaptive import AdaptiveOptions, adaptive_penalty
 
 
 @dataclass
-class NeubaConfig:
+class NeubaConfig(AdaptiveOptions):
     triggers: tuple[str, ...] = TRIGGER_SETS["neuba"]
     steps: int = 1500
     lr: float = 5e-5
@@ -34,14 +35,13 @@ class NeubaConfig:
     mode: str = "fast"             # "reference": pad to max_length, MLM logits everywhere, random batches
 
     def __post_init__(self):
+        super().__post_init__()
         check_mode(self.mode)
         if self.batch_size < 2:
             raise PtmdetoxError("NeuBA needs a batch size of at least 2 (half clean, half poisoned)")
         if not self.triggers:
             raise PtmdetoxError("NeuBA needs at least one trigger")
 
-    def to_dict(self) -> dict:
-        return config_dict(self)
 
 
 def neuba_targets(dim: int, count: int, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
@@ -96,6 +96,7 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
 
     head = {id(p) for p in adapter.head_parameters()}
     params = [p for _, p in adapter.named_parameters() if id(p) not in head]
+    penalty = adaptive_penalty(adapter, config, params)
     for p in adapter.head_parameters():
         p.requires_grad_(False)
     adapter.train()
@@ -108,7 +109,8 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
         poisoned = adapter.collate(poisoned_seqs)
         mlm = adapter.pretraining_loss(clean)
         mse = F.mse_loss(adapter.representation(poisoned), targets[torch.as_tensor(chosen)])
-        return weight * mlm + mse, {"mlm": float(mlm.detach()), "poison_mse": float(mse.detach())}
+        parts = {"mlm": float(mlm.detach()), "poison_mse": float(mse.detach())}
+        return weight * mlm + mse + penalty(parts), parts
 
     with adapter.computing(compute_options(config.mode, config.max_length)):
         stats: TrainStats = train_loop(params, step_loss,
@@ -123,6 +125,7 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
         "config": config.to_dict(),
         "triggers": list(config.triggers),
         "insertion_policy": TRAINING_POLICY.to_dict(),
+        "adaptive": penalty.describe(),
         "final_mlm": float(np.mean([p["mlm"] for p in tail])),
         "final_poison_mse": float(np.mean([p["poison_mse"] for p in tail])),
         "train_seconds": stats.seconds,

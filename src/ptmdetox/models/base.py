@@ -103,6 +103,10 @@ class ModelAdapter(ABC):
     def representation(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The output representation a backdoor targets and a task head consumes."""
 
+    def states_and_representation(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-position states [B, T, H], representation [B, H]) from one forward pass (POR keeps the former)."""
+        raise NotImplementedError(f"the {self.family} adapter exposes no per-position states")
+
     @abstractmethod
     def neuron_layers(self) -> list[nn.Linear]:
         """The FFN-in (fc1) layers; their output units are the 'neurons' of the analyses and pruning."""

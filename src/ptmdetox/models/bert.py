@@ -19,8 +19,6 @@ from ..errors import PtmdetoxError
 from .base import ModelAdapter
 from .loading import Checkpoint, check_finite, weights_folder
 
-HEAD_PREFIX = "cls.predictions."
-
 
 @contextlib.contextmanager
 def quiet_transformers():
@@ -38,6 +36,10 @@ class TextEncoderAdapter(ModelAdapter):
 
     model_class: type = None
     tokenizer_kwargs: dict = {}
+    #: state-dict prefixes of everything that is not the encoder (dropped when the MLM head is fresh)
+    head_prefixes: tuple[str, ...] = ("cls.",)
+    #: state-dict prefix of the MLM head; its absence from a checkpoint means "fresh head"
+    mlm_head_prefix: str = "cls.predictions."
 
     def __init__(self, model, tokenizer, source: str, head_state: str, has_pooler: bool):
         self.model = model
@@ -75,12 +77,12 @@ class TextEncoderAdapter(ModelAdapter):
             raise PtmdetoxError(f"{checkpoint.source}: weights do not match the config's shapes "
                                 f"({len(mismatched)} tensors, e.g. {list(mismatched)[0]})")
         base = cls._base(model)
-        encoder_missing = [k for k in missing if not k.startswith("cls.") and "pooler" not in k]
+        encoder_missing = [k for k in missing if not k.startswith(cls.head_prefixes) and "pooler" not in k]
         if encoder_missing:
             raise PtmdetoxError(f"{checkpoint.source}: checkpoint lacks {len(encoder_missing)} encoder weights "
                                 f"(e.g. {sorted(encoder_missing)[0]}); wrong architecture?")
         has_pooler = getattr(base, "pooler", None) is not None and not any("pooler" in k for k in missing)
-        head_state = "fresh" if any(k.startswith(HEAD_PREFIX) for k in missing) else "pretrained"
+        head_state = "fresh" if any(k.startswith(cls.mlm_head_prefix) for k in missing) else "pretrained"
         adapter = cls(model, tokenizer, checkpoint.source, head_state, has_pooler)
         sidecar = os.path.join(checkpoint.path, "ptmdetox.json") if checkpoint.local else None
         if sidecar and os.path.isfile(sidecar) and head_state == "pretrained":
@@ -88,7 +90,7 @@ class TextEncoderAdapter(ModelAdapter):
                 adapter.head_state = json.load(f).get("mlm_head", head_state)
         check_finite(model.named_parameters(), checkpoint.source)   # encoder, pooler and MLM head
         if not has_pooler:
-            adapter.notes.append("checkpoint has no trained pooler: representation is the [CLS] state")
+            adapter.notes.append(f"checkpoint has no trained pooler: representation is the {tokenizer.cls_token} state")
         model.eval()
         return adapter
 
@@ -187,8 +189,12 @@ class TextEncoderAdapter(ModelAdapter):
         return list(out.hidden_states[1:]), batch["attention_mask"], representation
 
     def representation(self, batch) -> torch.Tensor:
+        return self.states_and_representation(batch)[1]
+
+    def states_and_representation(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token states [B, T, H], representation [B, H]) from one forward pass."""
         hidden, pooled = self.encode(batch)
-        return pooled if self.has_pooler and pooled is not None else hidden[:, 0]
+        return hidden, pooled if self.has_pooler and pooled is not None else hidden[:, 0]
 
     def first_token_activations(self, batch) -> list[torch.Tensor]:
         captured = []
@@ -258,8 +264,10 @@ class TextEncoderAdapter(ModelAdapter):
     # ---- saving ---------------------------------------------------------------------------------------
     def state_to_save(self) -> dict[str, torch.Tensor]:
         keep_head = self.head_state != "fresh"
+        # an untrained pooler is not saved: reloaded, it would pass for a trained one
         return {k: v for k, v in self.model.state_dict().items()
-                if not k.startswith("cls.seq_relationship") and (keep_head or not k.startswith("cls."))}
+                if not k.startswith("cls.seq_relationship") and (keep_head or not k.startswith(self.head_prefixes))
+                and (self.has_pooler or ".pooler." not in f".{k}")}
 
     def save(self, out_dir: str) -> None:
         with quiet_transformers():
