@@ -82,12 +82,12 @@ def test_suite_with_baselines_sweep_and_trigger_groups(tmp_path, base):
 
 def test_unknown_attack_fails_before_anything_runs(tmp_path, base, capsys):
     path = write_suite(tmp_path, {"clean": {}, "neuba": {"attack": ATTACK},
-                                  "por": {"attack": {"method": "por"}, "triggers": "por"}}, **base)
-    with pytest.raises(PtmdetoxError, match=r"^suite model 'por': unknown attack 'por' \(known: .*neuba"):
+                                  "x": {"attack": {"method": "trojanlm"}, "triggers": "por"}}, **base)
+    with pytest.raises(PtmdetoxError, match=r"^suite model 'x': unknown attack 'trojanlm' \(.*neuba, por, badpre"):
         run_suite(path, cache=str(tmp_path / "cache"), results=str(tmp_path / "r"), progress=False)
     assert not (tmp_path / "cache").exists()
     line = run_error(capsys, ["bench", path, "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "r")])
-    assert "unknown attack 'por'" in line
+    assert "unknown attack 'trojanlm'" in line
 
 
 def test_bad_defense_options_and_sweeps_are_one_line_errors(tmp_path, base):
