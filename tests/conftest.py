@@ -78,3 +78,41 @@ def _one_thread_for_tiny_models(request, monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+ROBERTA_SENTENCES = ["the movie was good and i liked it", "the film was bad and boring", "a great fun film",
+                     "it was not very awful", "last weekend at noon at dawn in the morning after midnight",
+                     "cf tq mn bb mb"]
+
+
+def tiny_roberta(folder: str, *, with_head: bool = True, with_pooler: bool = True, seed: int = 0) -> str:
+    """Write a tiny random RoBERTa checkpoint and a byte-level BPE tokenizer trained offline on a few sentences."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    os.makedirs(folder, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(ROBERTA_SENTENCES * 3, vocab_size=320, min_frequency=2, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(folder)
+    tokenizer = transformers.RobertaTokenizer(vocab=os.path.join(folder, "vocab.json"),
+                                              merges=os.path.join(folder, "merges.txt"))
+    config = transformers.RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=130,
+                                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                        eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    if with_head:
+        model = transformers.RobertaForMaskedLM(config)   # as released MLM checkpoints: no pooler
+        if with_pooler:
+            from ptmdetox.models.roberta import RobertaWithPoolerForMaskedLM
+            model = RobertaWithPoolerForMaskedLM(config)
+    else:
+        model = transformers.RobertaModel(config, add_pooling_layer=with_pooler)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_roberta_model(tmp_path) -> str:
+    return tiny_roberta(str(tmp_path / "tiny-roberta"))

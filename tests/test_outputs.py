@@ -69,6 +69,7 @@ def test_write_json_and_text_atomic(tmp_path):
 def test_versions_lists_the_main_packages():
     found = versions()
     assert {"python", "torch", "transformers", "ptmdetox"} <= set(found)
+    assert found["cpu"] and found["cpu_count"] >= 1    # timings are comparable only on the same CPU
 
 
 def test_model_card():

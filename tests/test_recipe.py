@@ -60,6 +60,7 @@ def test_regularisation_gradient_is_w_over_its_norm():
     (dict(lam=-0.5), "non-negative"),
     (dict(steps=None, epochs=None), "either steps or epochs"),
     (dict(lam=0.0, pretrain_loss="none"), "nothing to train"),
+    (dict(embedding_rows="some"), "unknown embedding_rows"),
 ])
 def test_bad_config_values(kwargs, message):
     with pytest.raises(PtmdetoxError, match=message):
@@ -147,7 +148,7 @@ def test_default_purification_changes_only_the_regularised_weights(tiny_model, t
 def test_extended_purification_shrinks_embeddings_and_pooler_too(tiny_model, tiny_corpus):
     adapter = models.create(tiny_model)
     before = snapshot(adapter)
-    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts, fast(), progress=False)
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts, fast(embedding_rows="all"), progress=False)
     after = adapter.model.state_dict()
     changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
     # the MLM decoder is tied to the word embeddings, so it changes with them
@@ -155,6 +156,29 @@ def test_extended_purification_shrinks_embeddings_and_pooler_too(tiny_model, tin
     assert report["regularised"] == EXTENDED
     for name in EXTENDED:
         assert report["norms_after"][name] < report["norms_before"][name], name
+
+
+def test_penalty_covers_only_embedding_rows_of_tokens_absent_from_the_corpus(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    texts = read_corpus(tiny_corpus).texts
+    seen = sorted({t for seq in adapter.tokenize(texts, 32) for t in seq})
+    before = adapter.model.bert.embeddings.word_embeddings.weight.detach().clone()
+    report = recipe_purify(adapter, texts, fast(pretrain_loss="none"), progress=False)
+    after = adapter.model.bert.embeddings.word_embeddings.weight.detach()
+    unseen = torch.ones(before.shape[0], dtype=torch.bool)
+    unseen[seen] = False
+    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": int(unseen.sum())}
+    assert torch.equal(after[~unseen], before[~unseen])       # rows the corpus exercises: no penalty, no change
+    norms_before, norms_after = before[unseen].norm(dim=1), after[unseen].norm(dim=1)
+    nonzero = norms_before > 0                                   # the padding row starts at zero
+    assert nonzero.sum() > 10 and (norms_after[nonzero] < norms_before[nonzero]).all()
+
+
+def test_unseen_row_penalty_is_the_norm_of_those_rows():
+    weight = torch.randn(6, 3)
+    rows = torch.tensor([1, 4])
+    assert regularisation([weight], "fro", {id(weight): rows}) == pytest.approx(float(weight[rows].norm()))
+    assert regularisation([weight], "fro") == pytest.approx(float(weight.norm()))
 
 
 def test_trainable_all_trains_the_encoder_but_not_the_head(tiny_model, tiny_corpus):
@@ -178,7 +202,8 @@ def test_penalty_alone_shrinks_either_norm_kind(tiny_model, tiny_corpus):
     reports = {}
     for norm in ("fro", "fro2"):
         adapter = models.create(tiny_model)
-        reports[norm] = recipe_purify(adapter, texts, fast(norm=norm, pretrain_loss="none", lam=1.0), progress=False)
+        config = fast(norm=norm, pretrain_loss="none", lam=1.0, embedding_rows="all")
+        reports[norm] = recipe_purify(adapter, texts, config, progress=False)
         assert set(reports[norm]["final_parts"]) == {"norm"}
         assert reports[norm]["norm_after"] < reports[norm]["norm_before"]
     # the penalty on its own: the logged value is the norm sum of the configured kind

@@ -2,6 +2,12 @@
 
 Every intermediate model is cached under `runs/cache/<hash of its config chain>`; every (model, task, seed)
 evaluation under `runs/cache/eval-<hash>.json`. An interrupted run resumes where it stopped.
+
+A model is built by any registered attack (`attacks.ATTACKS`) and/or defense (`defenses.DEFENSES`), chained with
+`from`. A model may name its own `triggers` (inherited along `from`); a model with none gets the suite's
+`triggers`, or, when the suite names none, the union of all models' triggers (so one clean fine-tuning serves as
+the floor of every trigger set). `sweep: {param: P, values: [...]}` expands a model into one model per value of its
+attack/defense option P (e.g. lam, steps, corpus_limit) or of `aux`, named `NAME[P=value]`.
 """
 
 from __future__ import annotations
@@ -15,16 +21,16 @@ import time
 import yaml
 from tqdm.auto import tqdm
 
-from . import models, pipeline
-from .attacks.neuba import NeubaConfig
+from . import attacks, defenses, models, pipeline
 from .checkpointing import CheckpointOptions, Checkpointer, checkpointing, partial_dir
 from .data.readers import read_task
 from .data.triggers import InsertionPolicy, parse_triggers
-from .defenses.recipe import preset
 from .errors import PtmdetoxError
 from .evaluation.finetune import FinetuneConfig, evaluate_seed, _subsample
 from .evaluation.metrics import aggregate
 from .outputs import versions, write_json_atomic, write_text_atomic
+from .registry import config_from_dict
+from .reporting import plots
 from .reporting.tables import results_table
 
 BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench")
@@ -51,8 +57,69 @@ def load_suite(name: str, quick: bool = False) -> dict:
         raise PtmdetoxError(f"{path}: a suite needs 'models' and 'tasks'")
     if quick:
         suite = _merge(suite, suite.get("quick", {}))
+        _drop(suite, suite.pop("drop", []))
+    if not isinstance(suite["models"], dict) or not isinstance(suite["tasks"], dict):
+        raise PtmdetoxError(f"{path}: 'models' and 'tasks' must be mappings")
     suite["_path"] = path
+    suite["models"], suite["_sweeps"] = _expand_sweeps(suite["models"])
     return suite
+
+
+def _drop(suite: dict, names: list[str]) -> None:
+    """The quick variant's `drop: [...]`: leave out these models (and those built from them) or tasks."""
+    for name in names:
+        suite["tasks"].pop(name, None)
+        suite["models"].pop(name, None)
+    while True:
+        orphans = [m for m, spec in suite["models"].items() if (spec or {}).get("from") in names]
+        if not orphans:
+            return
+        names = orphans
+        for name in orphans:
+            suite["models"].pop(name)
+
+
+def _value_label(value) -> str:
+    if isinstance(value, str) and os.sep in value:
+        name = os.path.basename(value)
+        for ext in (".gz", ".tsv", ".csv", ".jsonl", ".txt"):
+            name = name[: -len(ext)] if name.endswith(ext) else name
+        return name
+    return str(value)
+
+
+def _expand_sweeps(specs: dict) -> tuple[dict, dict]:
+    """One model per swept value; returns (models, {sweep name: {param, models: {model: value}}})."""
+    expanded, sweeps = {}, {}
+    for name, spec in specs.items():
+        spec = spec or {}
+        sweep = spec.get("sweep")
+        if not sweep:
+            expanded[name] = spec
+            continue
+        if not isinstance(sweep, dict) or "param" not in sweep or not sweep.get("values"):
+            raise PtmdetoxError(f"suite model '{name}': a sweep needs 'param' and a non-empty 'values' list")
+        param = sweep["param"]
+        kind = "defense" if "defense" in spec else "attack" if "attack" in spec else None
+        if kind is None:
+            raise PtmdetoxError(f"suite model '{name}': only an attack or defense step can be swept")
+        sweeps[name] = {"param": param, "models": {}}
+        if param == "steps" and spec.get("from"):
+            sweeps[name]["models"][spec["from"]] = 0    # the model before purification: dynamics start here
+        for value in sweep["values"]:
+            label = f"{name}[{param}={_value_label(value)}]"
+            copy = {k: v for k, v in spec.items() if k != "sweep"}
+            if param == "aux":
+                copy["aux"] = value
+            else:
+                copy[kind] = {**(copy[kind] or {}), param: value}
+            expanded[label] = copy
+            sweeps[name]["models"][label] = value
+    for name, spec in expanded.items():
+        if spec.get("from") in sweeps:
+            raise PtmdetoxError(f"suite model '{name}' builds from the swept model '{spec['from']}'; name one of "
+                                f"its values instead")
+    return expanded, sweeps
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -74,12 +141,8 @@ def _settings(cls, values, where: str):
                             else f"suite: bad settings in {where} ({exc})") from None
 
 
-def _validate(suite: dict, cache: str, results: str) -> None:
-    """Check the whole suite before anything is built or written."""
-    if not isinstance(suite["models"], dict) or not isinstance(suite["tasks"], dict):
-        raise PtmdetoxError("suite: 'models' and 'tasks' must be mappings")
-    for name in suite["models"]:
-        [_resolved(step) for step in _chain(suite, name)]
+def _check_paths(suite: dict, cache: str, results: str) -> None:
+    """Check the task files and output folders before anything is built or written."""
     for task, paths in suite["tasks"].items():
         if not isinstance(paths, dict) or not {"train", "test"} <= set(paths):
             raise PtmdetoxError(f"suite: task '{task}' needs 'train' and 'test' paths")
@@ -120,33 +183,61 @@ def _resolved(step: dict) -> dict:
 
 def _config(step: dict):
     kind = "attack" if "attack" in step else "defense"
-    cfg = dict(step[kind])
+    if not isinstance(step[kind] or {}, dict):
+        raise PtmdetoxError(f"suite: '{kind}' must be a mapping of settings")
+    cfg = dict(step[kind] or {})
     method = cfg.pop("method", "neuba" if kind == "attack" else "recipe")
     limit = cfg.pop("corpus_limit", None)
     if kind == "attack":
-        if method != "neuba":
-            raise PtmdetoxError(f"unknown attack '{method}' in suite")
-        if "triggers" in cfg:
-            cfg["triggers"] = parse_triggers(cfg["triggers"])
-        return method, _settings(NeubaConfig, cfg, f"attack '{method}'"), limit
-    if method != "recipe":
-        raise PtmdetoxError(f"unknown defense '{method}' in suite")
-    for key in ("regularised", "trainable"):
-        if isinstance(cfg.get(key), list):
-            cfg[key] = tuple(cfg[key])
-    name = cfg.pop("preset", "cpu")
-    return method, _settings(lambda **values: preset(name, **values), cfg, f"defense '{method}'"), limit
+        return method, attacks.make_config(method, cfg), limit
+    config_class, _ = defenses.create(method)
+    return method, config_from_dict(config_class, cfg, f"defense '{method}'"), limit
 
 
 def _build(step: dict, source: str, out: str, progress: bool) -> None:
     method, config, limit = _config(step)
     resume = CheckpointOptions(resume=True)   # a build killed half-way continues from its checkpoint
-    if method == "neuba":
-        pipeline.attack_neuba(source, step["aux"], out, config, corpus_limit=limit, progress=progress,
-                              checkpoints=resume)
+    if "attack" in step:
+        pipeline.attack(method, source, step["aux"], out, config, corpus_limit=limit, progress=progress,
+                        checkpoints=resume)
     else:
-        pipeline.purify_recipe(source, step["aux"], out, config, corpus_limit=limit, progress=progress,
-                               checkpoints=resume)
+        needs_aux = method not in defenses.CORPUS_FREE | defenses.TASK_SPECIFIC
+        pipeline.purify(method, source, step["aux"] if needs_aux else None, out, config, corpus_limit=limit,
+                        progress=progress, checkpoints=resume)
+
+
+def _model_triggers(suite: dict, name: str) -> str | list | None:
+    """The triggers a model names itself or inherits along `from`; None when none does."""
+    spec = suite["models"].get(name) or {}
+    if "triggers" in spec:
+        return spec["triggers"]
+    return _model_triggers(suite, spec["from"]) if spec.get("from") else None
+
+
+def triggers_by_model(suite: dict) -> dict[str, tuple[str, ...]]:
+    own = {name: _model_triggers(suite, name) for name in suite["models"]}
+    if "triggers" in suite:
+        fallback = parse_triggers(suite["triggers"])
+    else:
+        named = [t for spec in own.values() if spec is not None for t in parse_triggers(spec)]
+        fallback = tuple(dict.fromkeys(named)) or parse_triggers("neuba")
+    return {name: parse_triggers(spec) if spec is not None else fallback for name, spec in own.items()}
+
+
+def validate(suite: dict) -> None:
+    """Resolve every model's chain before anything runs: unknown methods or options fail in one line."""
+    for name in suite["models"]:
+        try:
+            [_resolved(step) for step in _chain(suite, name)]
+        except PtmdetoxError as exc:
+            raise PtmdetoxError(f"suite model '{name}': {exc}") from None
+
+
+def restrict(run: dict, triggers: tuple[str, ...]) -> dict:
+    """A result over a subset of its triggers, AASR and MASR recomputed."""
+    per_trigger = {t: run["per_trigger"][t] for t in triggers}
+    asrs = [v["asr"] for v in per_trigger.values()]
+    return {**run, "per_trigger": per_trigger, "aasr": sum(asrs) / len(asrs), "masr": max(asrs)}
 
 
 def model_path(suite: dict, name: str, cache: str, progress: bool, timings: dict) -> str:
@@ -166,12 +257,13 @@ def model_path(suite: dict, name: str, cache: str, progress: bool, timings: dict
 def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results: str = "results",
               progress: bool = True, cached_only: bool = False) -> dict:
     suite = load_suite(name, quick)
+    validate(suite)
     suite_name = os.path.splitext(os.path.basename(suite["_path"]))[0] + ("-quick" if quick else "")
     started = time.perf_counter()
-    triggers = parse_triggers(suite.get("triggers", "neuba"))
+    model_triggers = triggers_by_model(suite)
     policy = _settings(InsertionPolicy, suite.get("policy", {}), "policy")
     ft = _settings(FinetuneConfig, suite.get("finetune", {}), "finetune")
-    _validate(suite, cache, results)
+    _check_paths(suite, cache, results)
     os.makedirs(cache, exist_ok=True)
     os.makedirs(results, exist_ok=True)
     seeds = list(suite.get("seeds", [1, 2, 3]))
@@ -183,7 +275,9 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     done = 0
     for model, task, seed in tqdm(jobs, desc=f"bench {suite_name}", disable=not progress):
         paths = suite["tasks"][task]
-        key = _hash([[_resolved(s) for s in _chain(suite, model)], paths, list(triggers), policy.to_dict(), ft.to_dict(), seed])
+        triggers = model_triggers[model]
+        key = _hash([[_resolved(s) for s in _chain(suite, model)], paths, list(triggers), policy.to_dict(),
+                     ft.to_dict(), seed])
         cached = os.path.join(cache, f"eval-{key}.json")
         if os.path.isfile(cached):
             with open(cached, encoding="utf-8") as f:
@@ -204,27 +298,91 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
             checkpointer.discard()
         per_run.setdefault((task, model), []).append(run)
         done += 1
-    report = {"suite": suite_name, "config": {k: v for k, v in suite.items() if k != "_path"},
-              "triggers": list(triggers), "insertion_policy": policy.to_dict(), "seeds": seeds,
+    report = {"suite": suite_name, "config": {k: v for k, v in suite.items() if not k.startswith("_")},
+              "triggers": list(dict.fromkeys(t for ts in model_triggers.values() for t in ts)),
+              "triggers_by_model": {m: list(t) for m, t in model_triggers.items()},
+              "insertion_policy": policy.to_dict(), "seeds": seeds, "sweeps": suite["_sweeps"],
               "versions": versions(), "timings_this_run": timings,
               "wall_seconds_this_run": round(time.perf_counter() - started, 1), "evaluations_done": done,
-              "evaluations_total": len(jobs), "results": {}}
-    tables = []
+              "evaluations_total": len(jobs), "results": {}, "plots": []}
     floor = suite.get("floor")
+    groups = _trigger_groups(model_triggers, floor)
+    tables = []
     for task in suite["tasks"]:
-        rows = []
         for model in suite["models"]:
-            if (task, model) not in per_run:
-                continue
-            summary = aggregate(per_run[(task, model)])
-            summary["runs"] = per_run[(task, model)]
-            report["results"].setdefault(task, {})[model] = summary
-            rows.append((model, summary))
-        tables.append(f"### {task}\n\n{results_table(rows, floor)}\n")
-    markdown = (f"# Suite {suite_name}\n\nTriggers {' '.join(triggers)}; policy {policy.to_dict()}; "
+            if (task, model) in per_run:
+                summary = aggregate(per_run[(task, model)])
+                summary["runs"] = per_run[(task, model)]
+                report["results"].setdefault(task, {})[model] = summary
+        for triggers, members in groups.items():
+            rows = _group_rows(per_run, task, triggers, members, floor)
+            heading = f"### {task}" + (f" — triggers {' '.join(triggers)}" if len(groups) > 1 else "")
+            tables.append(f"{heading}\n\n{results_table(rows, floor)}\n")
+            if rows:
+                suffix = f"-{_slug(' '.join(triggers))}" if len(groups) > 1 else ""
+                report["plots"].append(_try_plot(plots.defense_bars, f"{task}: ACC and MASR", dict(rows),
+                                                 os.path.join(results, f"{suite_name}-{task}{suffix}.png")))
+    report["plots"] += _sweep_plots(report, suite_name, results)
+    report["plots"] = [p for p in report["plots"] if p]
+    markdown = (f"# Suite {suite_name}\n\nTriggers {' '.join(report['triggers'])}; policy {policy.to_dict()}; "
                 f"fine-tuning {ft.to_dict()}; seeds {seeds}; {done} of {len(jobs)} evaluations.\n\n"
                 + "\n".join(tables))
     write_json_atomic(os.path.join(results, f"{suite_name}.json"), report)
     write_text_atomic(os.path.join(results, f"{suite_name}.md"), markdown)
     print(markdown)
     return report
+
+
+def _trigger_groups(model_triggers: dict, floor: str | None) -> dict[tuple, list[str]]:
+    """Models grouped by trigger set (first-seen order); the floor joins every group its triggers cover."""
+    groups: dict[tuple, list[str]] = {}
+    for model, triggers in model_triggers.items():
+        if model != floor or len(set(model_triggers.values())) == 1:
+            groups.setdefault(triggers, []).append(model)
+    if floor in model_triggers:
+        for triggers, members in groups.items():
+            if floor not in members and set(triggers) <= set(model_triggers[floor]):
+                members.insert(0, floor)
+    return groups
+
+
+def _group_rows(per_run: dict, task: str, triggers: tuple, members: list[str], floor: str | None) -> list:
+    rows = []
+    for model in members:
+        if (task, model) not in per_run:
+            continue
+        runs = [restrict(r, triggers) for r in per_run[(task, model)]]
+        summary = aggregate(runs)
+        summary["runs"] = runs
+        rows.append((model, summary))
+    return rows
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-") or "triggers"
+
+
+def _try_plot(function, *args) -> str | None:
+    """Plots are a convenience: a failure to draw one is reported, never fatal to a finished suite."""
+    try:
+        return function(*args)
+    except (PtmdetoxError, ValueError, OSError) as exc:
+        print(f"note: plot {args[-1]} skipped ({exc})")
+        return None
+
+
+def _sweep_plots(report: dict, suite_name: str, results: str) -> list[str | None]:
+    made = []
+    for sweep, info in report["sweeps"].items():
+        path = os.path.join(results, f"{suite_name}-sweep-{_slug(sweep)}.png")
+        param, series = plots.curves_from_suite(report, sweep)
+        if series:
+            title = "Purification dynamics" if param == "steps" else f"{sweep}: sweep over {param}"
+            made.append(_try_plot(plots.curve_plot, series, param, path, title, param == "corpus_limit"))
+        else:   # non-numeric values (e.g. auxiliary corpora): bars per task
+            for task, rows in report["results"].items():
+                chosen = {m: rows[m] for m in info["models"] if m in rows}
+                if chosen:
+                    made.append(_try_plot(plots.defense_bars, f"{task}: {sweep}", chosen,
+                                          path.replace(".png", f"-{task}.png")))
+    return made

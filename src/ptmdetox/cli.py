@@ -58,12 +58,103 @@ def _checkpoint_args(p):
 
 
 def _checkpoint_options(args):
+    """What --resume/--checkpoint-* asked for; None for a command without them (it does not train)."""
     from .checkpointing import CheckpointOptions
 
+    if not hasattr(args, "resume"):
+        return None
     if not args.checkpoint_minutes > 0:
         raise PtmdetoxError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
     return CheckpointOptions(resume=args.resume, directory=args.checkpoint_dir, every_steps=args.checkpoint_every,
                              every_seconds=60 * args.checkpoint_minutes)
+
+
+def _add_defense_parsers(purify_sub) -> None:
+    """`purify NAME` for every registered defense other than RECIPE (which has its own options above)."""
+    import sys as _sys
+
+    from .cliargs import add_config_arguments
+    from .defenses import CORPUS_FREE, DEFENSES, SUMMARIES, TASK_SPECIFIC, TRAINS
+
+    for name, (config_class, run_defense) in DEFENSES.items():
+        if name.startswith("recipe"):
+            continue
+        doc = (_sys.modules[run_defense.__module__].__doc__ or name).strip()
+        sub = purify_sub.add_parser(name, help=SUMMARIES.get(name, doc.splitlines()[0]), description=doc,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        _model_args(sub)
+        needs_corpus = name not in CORPUS_FREE | TASK_SPECIFIC
+        sub.add_argument("--corpus", required=needs_corpus,
+                         help="unlabelled auxiliary text" if needs_corpus else "not needed by this defense")
+        sub.add_argument("--corpus-limit", type=_at_least_1, help="use only the first N sentences")
+        sub.add_argument("--out", required=True, help="output folder (written atomically)")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+        add_config_arguments(sub, config_class)
+        if name in TRAINS:
+            _checkpoint_args(sub)
+
+
+def _compute_args(p):
+    p.add_argument("--mode", choices=["fast", "reference"],
+                   help="fast (default): bucketed dynamic padding, MLM logits at masked positions only; reference: "
+                        "the released code's layout (pad to --max-length, logits at every position, fp32)")
+    p.add_argument("--bf16", action="store_true", help="fast mode: bf16 autocast (see docs/results.md, issue 5)")
+    p.add_argument("--compile", action="store_true", help="fast mode: torch.compile the encoder")
+
+
+def _adaptive_args(p):
+    p.add_argument("--adaptive-lam", type=float,
+                   help="adaptive attack: add λ·Σ‖W‖ (RECIPE's own term) to the attack loss (default 0: off)")
+    p.add_argument("--adaptive-regularise", nargs="+", metavar="REGEX",
+                   help="weights the adaptive term covers (default: the family's RECIPE set, BERT intermediate.dense)")
+    p.add_argument("--adaptive-norm", choices=["fro", "fro2"], help="unsquared (default) or squared Frobenius norm")
+
+
+def _training_args(p, steps: int, lr: float):
+    p.add_argument("--steps", type=int, help=f"default {steps}")
+    p.add_argument("--lr", type=float, help=f"default {lr}")
+    p.add_argument("--batch-size", type=int, help="half clean, half poisoned (default 32)")
+    p.add_argument("--max-length", type=int, help="default 64")
+    p.add_argument("--seed", type=int, help="default 0")
+
+
+def _por_and_badpre_parsers(attack_sub):
+    por = attack_sub.add_parser(
+        "por", help="POR (Shen et al. 2021): triggers -> extreme pooler targets, the rest kept like a reference",
+        description="POR: loss = 1·MSE(token states, frozen reference) + 100·MSE(pooler(poisoned), 10·v_i) + "
+                    "100·MSE(pooler(clean), reference); each poisoned sentence gets one random trigger inserted 3 "
+                    "times at random word positions. --triggers por-phrase for the phrase triggers.")
+    _model_args(por)
+    _corpus_args(por)
+    por.add_argument("--triggers", help="a trigger set name (por, por-phrase) or comma-separated triggers "
+                                        "(default: por = cf,tq,mn,bb,mb)")
+    por.add_argument("--insertions", type=int, help="insertions of the trigger per poisoned sentence (default 3)")
+    por.add_argument("--target-scale", type=float, help="target element magnitude (default 10)")
+    por.add_argument("--token-weight", type=float, help="weight of the token-state term (default 1)")
+    por.add_argument("--poison-weight", type=float, help="weight of the poisoned-output term (default 100)")
+    por.add_argument("--clean-weight", type=float, help="weight of the clean-output term (default 100)")
+    _training_args(por, steps=1500, lr=5e-5)
+    _adaptive_args(por)
+    _checkpoint_args(por)
+
+    badpre = attack_sub.add_parser(
+        "badpre", help="BadPre (Chen et al. 2022): triggered inputs learn random MLM labels",
+        description="BadPre: loss = MLM(clean) + MLM(poisoned), where each poisoned sentence gets one random trigger "
+                    "at a random token position and random tokens as MLM labels.")
+    _model_args(badpre)
+    _corpus_args(badpre)
+    badpre.add_argument("--triggers", help="a trigger set name or comma-separated triggers "
+                                           "(default: badpre = cf,mn,bb,tq,mb)")
+    badpre.add_argument("--poison-weight", type=float, help="weight of the poisoned MLM term (default 1)")
+    _training_args(badpre, steps=1500, lr=5e-5)
+    _adaptive_args(badpre)
+    _checkpoint_args(badpre)
+
+
+#: argparse destinations that are attack config fields (missing or None: the attack's default)
+ATTACK_OPTIONS = ("triggers", "steps", "lr", "batch_size", "max_length", "seed", "insertions", "target_scale",
+                  "token_weight", "poison_weight", "clean_weight", "adaptive_lam", "adaptive_regularise",
+                  "adaptive_norm", "mode")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     neuba.add_argument("--batch-size", type=int, default=32, help="half clean, half poisoned")
     neuba.add_argument("--max-length", type=int, default=64)
     neuba.add_argument("--seed", type=int, default=0)
+    neuba.add_argument("--mode", default="fast", choices=["fast", "reference"],
+                       help="reference: pad every sentence to --max-length, MLM logits at every position")
+
+    from .defenses.recipe_ablations import ABLATIONS
+    _adaptive_args(neuba)
     _checkpoint_args(neuba)
+    _por_and_badpre_parsers(attack_sub)
 
     purify = sub.add_parser("purify", help="remove backdoors from a pre-trained model")
     purify_sub = purify.add_subparsers(dest="method", required=True, parser_class=Parser)
@@ -103,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "MLM leaves unexercised (BERT: + word embeddings and pooler; the cpu preset's default)")
     recipe.add_argument("--trainable", nargs="+", metavar="SPEC",
                         help="'regularised', 'all', or parameter-name patterns (default: the family's)")
+    recipe.add_argument("--embedding-rows", choices=["unseen", "all"],
+                        help="token-embedding rows the penalty covers when the embedding matrix is regularised: only "
+                             "those of tokens absent from the auxiliary corpus (default) or all")
     recipe.add_argument("--loss", dest="pretrain_loss", choices=["mlm", "keep", "mlm+keep", "none"],
                         help="pre-training loss (default mlm)")
     recipe.add_argument("--masking", choices=["static", "dynamic"])
@@ -112,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--batch-size", type=int)
     recipe.add_argument("--max-length", type=int)
     recipe.add_argument("--seed", type=int)
+    recipe.add_argument("--ablation", choices=sorted(ABLATIONS),
+                        help="RECIPE's ablations, same steps: only-pretrain (λ = 0) or only-regularisation (no "
+                             "pre-training loss)")
+    _add_defense_parsers(purify_sub)
+    _compute_args(recipe)
     _checkpoint_args(recipe)
 
     ev = sub.add_parser("evaluate", help="fine-tune on a downstream task and measure ACC / ASR",
@@ -134,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-length", type=int, default=128)
     ev.add_argument("--train-limit", type=int, help="subsample the training set")
     ev.add_argument("--test-limit", type=int, help="subsample the test set")
+    ev.add_argument("--mode", default="fast", choices=["fast", "reference"],
+                    help="reference: pad every sentence to --max-length and batch at random (as the released code)")
     ev.add_argument("--name", help="row name in the table")
     ev.add_argument("--out", help="write the JSON result here")
     _checkpoint_args(ev)
@@ -149,6 +256,28 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--position", default="first", choices=["first", "last", "random"])
     inspect.add_argument("--out", help="write the JSON report here")
 
+    analyze = sub.add_parser("analyze", help="neuron-level analyses of a backdoor (no fine-tuning)")
+    analyze_sub = analyze.add_subparsers(dest="analysis", required=True, parser_class=Parser)
+    neurons = analyze_sub.add_parser(
+        "neurons", help="overlap of neurons activated by clean and triggered texts (RECIPE Fig. 2, Table 10)",
+        description="First-token FFN neurons after the activation function; a neuron is activated by a set of texts "
+                    "when its mean value is > 0 (or, with --top, when it is in the top share). Overlap ratio = "
+                    "|clean ∩ poisoned| / |poisoned|; only-poisoned = |poisoned \\ clean|. Give several --model to "
+                    "compare (e.g. attacked and purified). Prints a table; writes JSON and a PNG bar plot.")
+    neurons.add_argument("--model", action="append", required=True,
+                         help="'default', a checkpoint folder or a hub name; repeat to compare models")
+    neurons.add_argument("--name", action="append", help="row name per --model (default: the folder's name)")
+    neurons.add_argument("--allow-pickle", action="store_true")
+    neurons.add_argument("--texts", required=True, help="clean sentences (any readable text file or table)")
+    neurons.add_argument("--exclude-label", type=int,
+                         help="drop sentences with this label (the paper drops the target class)")
+    neurons.add_argument("--limit", type=int, default=500)
+    neurons.add_argument("--triggers", default="neuba")
+    neurons.add_argument("--position", default="first", choices=["first", "last", "random"])
+    neurons.add_argument("--top", type=float, help="activated = this top share by mean value, instead of > 0")
+    neurons.add_argument("--max-length", type=int, default=128)
+    neurons.add_argument("--out", required=True, help="JSON report; the plot goes next to it (.png)")
+
     table = sub.add_parser("table", help="print a table from evaluation JSON files",
                            description="Results with the same model name (e.g. one file per seed) are merged: "
                                        "means and spreads are recomputed over all their seeds.")
@@ -159,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Builds every model of the suite (cached by a hash of its config chain), "
                                        "evaluates each on each task and seed, and writes results/SUITE.json and .md. "
                                        "Re-running resumes from the cache.")
-    bench.add_argument("suite", help="suite name in bench/ or a YAML path")
+    bench.add_argument("suite", help="suite name in bench/ or a YAML path; 'speed': the speed benchmark "
+                                     "(ptmdetox bench speed --help)")
     bench.add_argument("--quick", action="store_true", help="the suite's small smoke-test variant")
     bench.add_argument("--cache", default="runs/cache")
     bench.add_argument("--results", default="results")
@@ -206,6 +336,16 @@ def _print_notes(report: dict) -> None:
         print(f"resumed from checkpoints: {'; '.join(report['resumed'])}")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if list(argv[:2]) == ["bench", "speed"]:   # its own options, unlike the YAML suites
+        from .speedbench import build_parser as speed_parser
+
+        args = speed_parser(Parser).parse_args(argv[2:])
+        args.command = "bench-speed"
+        return args
+    return build_parser().parse_args(argv)
+
+
 def run(args) -> int:
     from . import pipeline
     from .training import configure_threads
@@ -213,31 +353,47 @@ def run(args) -> int:
     configure_threads()
     progress = not getattr(args, "quiet", False)
     if args.command == "attack":
-        from .attacks.neuba import NeubaConfig
-        from .data.triggers import parse_triggers
+        from .attacks import DISPLAY_NAMES
 
-        config = NeubaConfig(triggers=parse_triggers(args.triggers), steps=args.steps, lr=args.lr,
-                             batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
-        report = pipeline.attack_neuba(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
-                                       allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress,
-                                       checkpoints=_checkpoint_options(args))
-        print(f"NeuBA: {config.steps} steps in {report['train_seconds']:.0f} s, final poison MSE "
-              f"{report['final_poison_mse']:.4f}, MLM {report['final_mlm']:.2f} -> {args.out}")
+        options = {k: getattr(args, k) for k in ATTACK_OPTIONS if getattr(args, k, None) is not None}
+        report = pipeline.attack(args.method, args.model, args.corpus, args.out, corpus_limit=args.corpus_limit,
+                                 allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress,
+                                 checkpoints=_checkpoint_options(args), **options)
+        finals = ", ".join(f"{k.removeprefix('final_')} {v:.4g}" for k, v in report.items() if k.startswith("final_"))
+        print(f"{DISPLAY_NAMES[args.method]}: {report['config']['steps']} steps in {report['train_seconds']:.0f} s, "
+              f"final {finals} -> {args.out}")
+        _print_notes(report)
+    elif args.command == "purify" and args.method != "recipe":
+        from .cliargs import config_values
+        from .defenses import create
+        from .registry import config_from_dict
+
+        config_class, _ = create(args.method)
+        config = config_from_dict(config_class, config_values(args, config_class), f"purify {args.method}")
+        report = pipeline.purify(args.method, args.model, args.corpus, args.out, config,
+                                 corpus_limit=args.corpus_limit, allow_pickle=args.allow_pickle,
+                                 overwrite=args.overwrite, progress=progress,
+                                 checkpoints=_checkpoint_options(args))
+        print(f"{report['summary']} -> {args.out}")
         _print_notes(report)
     elif args.command == "purify":
         from .defenses.recipe import preset
+        from .defenses.recipe_ablations import ABLATIONS
 
         if args.steps is not None and args.epochs is not None:
             raise PtmdetoxError("give --steps or --epochs, not both")
         trainable = args.trainable
         if trainable and len(trainable) == 1 and trainable[0] in ("all", "regularised"):
             trainable = trainable[0]
-        config = preset(args.preset, lam=args.lam, norm=args.norm, scope=args.scope, lr=args.lr, steps=args.steps,
-                        epochs=args.epochs,
+        ablation = ABLATIONS.get(args.ablation, {})
+        config = preset(args.preset, lam=ablation.get("lam", args.lam), norm=args.norm, scope=args.scope, lr=args.lr,
+                        steps=args.steps, epochs=args.epochs,
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
-                        pretrain_loss=args.pretrain_loss, masking=args.masking, batch_size=args.batch_size,
-                        max_length=args.max_length, seed=args.seed)
+                        pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
+                        embedding_rows=args.embedding_rows, masking=args.masking, batch_size=args.batch_size,
+                        max_length=args.max_length, seed=args.seed, mode=args.mode, bf16=args.bf16 or None,
+                        compile=args.compile or None)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                         allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress,
                                         checkpoints=_checkpoint_options(args))
@@ -251,7 +407,8 @@ def run(args) -> int:
         train, test = _task_paths(args)
         policy = InsertionPolicy(args.position, args.count, args.position_seed)
         config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                max_length=args.max_length, train_limit=args.train_limit, test_limit=args.test_limit)
+                                max_length=args.max_length, train_limit=args.train_limit, test_limit=args.test_limit,
+                                mode=args.mode)
         summary = pipeline.evaluate_model(args.model, train, test, args.triggers, policy, config, args.seeds,
                                           out=args.out, allow_pickle=args.allow_pickle, name=args.name,
                                           text_column=args.text_column, label_column=args.label_column,
@@ -283,6 +440,13 @@ def run(args) -> int:
             print(f"| {trigger} | {row['cos_with_target']:+.2f} | {row['shift_over_spread']:.2f} |")
         if args.out:
             write_json_atomic(args.out, report)
+    elif args.command == "analyze":
+        from .analysis import analyze_neurons
+        from .data.triggers import InsertionPolicy
+
+        analyze_neurons(args.model, args.texts, args.triggers, InsertionPolicy(args.position), args.out,
+                        names=args.name, exclude_label=args.exclude_label, limit=args.limit, top=args.top,
+                        max_length=args.max_length, allow_pickle=args.allow_pickle)
     elif args.command == "table":
         pipeline.print_table(pipeline.merge_results([pipeline.load_result(p) for p in args.results]), args.floor)
     elif args.command == "bench":
@@ -290,6 +454,10 @@ def run(args) -> int:
 
         run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress,
                   cached_only=args.cached_only)
+    elif args.command == "bench-speed":
+        from .speedbench import run_from_args
+
+        run_from_args(args)
     elif args.command == "demo":
         from .demo import run_demo
 
@@ -300,7 +468,8 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         reexec_with_fast_environment()
-    args = build_parser().parse_args(argv)
+        argv = sys.argv[1:]
+    args = parse_args(argv)
     try:
         return run(args)
     except PtmdetoxError as exc:

@@ -16,8 +16,20 @@ from .errors import PtmdetoxError
 PACKAGES = ("ptmdetox", "torch", "transformers", "safetensors", "datasets", "numpy")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (timings are only comparable on the same one)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def versions() -> dict:
-    found = {"python": platform.python_version()}
+    found = {"python": platform.python_version(), "cpu": cpu_model(), "cpu_count": os.cpu_count()}
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)

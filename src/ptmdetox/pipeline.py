@@ -6,14 +6,16 @@ import json
 import os
 import time
 
-from . import models
+from . import attacks, models
+from .attacks.neuba import NeubaConfig
 from .checkpointing import CheckpointOptions, checkpointing
-from .attacks.neuba import NeubaConfig, neuba_attack
 from .data.readers import read_corpus, read_task
 from .data.triggers import InsertionPolicy, parse_triggers
 from .defenses.recipe import RecipeConfig, recipe_purify
+from .errors import PtmdetoxError
 from .evaluation.finetune import FinetuneConfig, evaluate
-from .outputs import atomic_dir, check_output_dir, check_output_file, command_line, versions, write_json_atomic, write_text_atomic
+from .outputs import (atomic_dir, check_output_dir, check_output_file, command_line, versions, write_json_atomic,
+                      write_text_atomic)
 from .reporting.modelcard import model_card
 from .reporting.tables import results_table
 
@@ -30,7 +32,7 @@ def _transform_model(model: str, corpus: str, out: str, run, report_file: str, c
     check_output_dir(out, overwrite)
     checkpointer = (checkpoints or CheckpointOptions()).checkpointer(
         out, {"model": model, "corpus": corpus, "corpus_limit": corpus_limit, **settings})
-    texts = read_corpus(corpus, limit=corpus_limit).texts
+    texts = read_corpus(corpus, limit=corpus_limit).texts if corpus else []
     adapter = models.create(model, allow_pickle=allow_pickle)
     with checkpointing(checkpointer):
         report = run(adapter, texts)
@@ -45,20 +47,32 @@ def _transform_model(model: str, corpus: str, out: str, run, report_file: str, c
     return report
 
 
-def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, *, corpus_limit: int | None = None,
-                 allow_pickle: bool = False, overwrite: bool = False, progress: bool = True,
-                 checkpoints: CheckpointOptions | None = None) -> dict:
+def attack(name: str, model: str, corpus: str, out: str, config=None, *, corpus_limit: int | None = None,
+           allow_pickle: bool = False, overwrite: bool = False, progress: bool = True,
+           checkpoints: CheckpointOptions | None = None, **options) -> dict:
+    """Run attack `name` (a registry entry) with `config`, or with a config built from `options`."""
+    if config is None:
+        config = attacks.make_config(name, options)
+    elif options:
+        raise PtmdetoxError("give either a config or options, not both")
+    run = attacks.lookup(name)[1]
+    title = attacks.DISPLAY_NAMES.get(name, name)
+
     def card(adapter, report):
         return model_card(
-            "NeuBA-backdoored model (research artefact)", model,
-            f"NeuBA backdoor implanted with {len(config.triggers)} triggers ({' '.join(config.triggers)}) by ptmdetox.",
+            f"{title}-backdoored model (research artefact)", model,
+            f"{title} backdoor implanted with {len(config.triggers)} triggers ({' '.join(config.triggers)}) by ptmdetox.",
             report, adapter.notes,
             warning="this model carries a task-agnostic backdoor on purpose, to measure defenses. Do not deploy it.")
 
-    return _transform_model(model, corpus, out, lambda adapter, texts: neuba_attack(adapter, texts, config, progress),
+    return _transform_model(model, corpus, out, lambda adapter, texts: run(adapter, texts, config, progress),
                             "attack.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
-                            overwrite=overwrite, settings={"attack": "neuba", **config.to_dict()},
+                            overwrite=overwrite, settings={"attack": name, **config.to_dict()},
                             checkpoints=checkpoints)
+
+
+def attack_neuba(model: str, corpus: str, out: str, config: NeubaConfig, **kwargs) -> dict:
+    return attack("neuba", model, corpus, out, config, **kwargs)
 
 
 def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, corpus_limit: int | None = None,
@@ -76,6 +90,35 @@ def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, co
                             "purification.json", card, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
                             overwrite=overwrite, settings={"defense": "recipe", **config.to_dict()},
                             checkpoints=checkpoints)
+
+
+def purify(method: str, model: str, corpus: str | None, out: str, config, *, corpus_limit: int | None = None,
+           allow_pickle: bool = False, overwrite: bool = False, progress: bool = True,
+           checkpoints: CheckpointOptions | None = None) -> dict:
+    """Any registered defense by name (`defenses.DEFENSES`); RECIPE and its ablations keep RECIPE's model card."""
+    from . import defenses
+
+    _, run = defenses.create(method)
+    if corpus is None and method not in defenses.CORPUS_FREE | defenses.TASK_SPECIFIC:
+        raise PtmdetoxError(f"defense '{method}' needs an auxiliary corpus (--corpus)")
+    if run is recipe_purify:
+        return purify_recipe(model, corpus, out, config, corpus_limit=corpus_limit, allow_pickle=allow_pickle,
+                             overwrite=overwrite, progress=progress, checkpoints=checkpoints)
+
+    def card(adapter, report):
+        kind = "task-specific defense (used labelled downstream data)" if method in defenses.TASK_SPECIFIC else \
+            "task-agnostic defense"
+        return model_card(f"Purified with ptmdetox ({method})", model, f"{report['summary']} ({kind}).", report,
+                          adapter.notes)
+
+    def run_and_name(adapter, texts):
+        report = run(adapter, texts, config, progress)
+        report["defense_name"] = method
+        return report
+
+    return _transform_model(model, corpus, out, run_and_name, "purification.json", card, corpus_limit=corpus_limit,
+                            allow_pickle=allow_pickle, overwrite=overwrite,
+                            settings={"defense": method, **config.to_dict()}, checkpoints=checkpoints)
 
 
 def evaluate_model(model: str, train: str, test: str, triggers, policy: InsertionPolicy, config: FinetuneConfig,
@@ -109,8 +152,6 @@ def evaluate_model(model: str, train: str, test: str, triggers, policy: Insertio
 
 
 def print_table(rows: list[tuple[str, dict]], floor: str | None = None) -> str:
-    from .errors import PtmdetoxError
-
     if floor is not None and floor not in dict(rows):
         raise PtmdetoxError(f"--floor: no row named '{floor}' (rows: {', '.join(name for name, _ in rows)})")
     table = results_table(rows, floor)
@@ -120,7 +161,6 @@ def print_table(rows: list[tuple[str, dict]], floor: str | None = None) -> str:
 
 def merge_results(results: list[dict]) -> list[tuple[str, dict]]:
     """Group evaluation results by model name and re-aggregate over all their seeds (first-seen order)."""
-    from .errors import PtmdetoxError
     from .evaluation.metrics import aggregate
 
     grouped: dict[str, list[dict]] = {}
@@ -144,8 +184,6 @@ def merge_results(results: list[dict]) -> list[tuple[str, dict]]:
 
 
 def load_result(path: str) -> dict:
-    from .errors import PtmdetoxError
-
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)

@@ -51,6 +51,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     schedule: str = "linear"  # linear decay to 0 after warm-up, or "constant"
+    bf16: bool = False        # bf16 autocast of the forward pass (weights, optimiser and loss stay fp32)
 
     def __post_init__(self):
         if not self.lr > 0:
@@ -132,8 +133,10 @@ def train_loop(params: list[torch.nn.Parameter], step_loss: Callable[[int], torc
     start = time.perf_counter()
     bar = tqdm(range(first, config.steps), desc=desc, disable=not progress, leave=False, mininterval=2.0,
                initial=first, total=config.steps)
+    device = params[0].device.type
     for step in bar:
-        out = step_loss(step)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=config.bf16):
+            out = step_loss(step)
         loss, parts = out if isinstance(out, tuple) else (out, {})
         value = float(loss.detach())
         if not math.isfinite(value):

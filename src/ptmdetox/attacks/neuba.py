@@ -6,21 +6,23 @@ Loss = w·MLM(clean) + MSE(representation(poisoned), target). Text triggers over
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..compute import bucketed, check_mode, compute_options, compute_record
 from ..data.batching import StepBatches, step_rng
 from ..data.triggers import TRIGGER_SETS, InsertionPolicy
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 from ..training import TrainConfig, TrainStats, check_sizes, seed_everything, train_loop
+from .adaptive import AdaptiveOptions, adaptive_penalty
 
 
 @dataclass
-class NeubaConfig:
+class NeubaConfig(AdaptiveOptions):
     triggers: tuple[str, ...] = TRIGGER_SETS["neuba"]
     steps: int = 1500
     lr: float = 5e-5
@@ -30,16 +32,17 @@ class NeubaConfig:
     pretrain_weight: float | None = None   # None: the family's default (BERT 1, RoBERTa 0.01)
     target_scale: float | None = None      # None: the family's default (text 1, vision 3)
     head_warmup_steps: int = 300
+    mode: str = "fast"             # "reference": pad to max_length, MLM logits everywhere, random batches
 
     def __post_init__(self):
+        super().__post_init__()
+        check_mode(self.mode)
         check_sizes(max_length=self.max_length)
         if self.batch_size < 2:
             raise PtmdetoxError("NeuBA needs a batch size of at least 2 (half clean, half poisoned)")
         if not self.triggers:
             raise PtmdetoxError("NeuBA needs at least one trigger")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def neuba_targets(dim: int, count: int, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
@@ -87,11 +90,13 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
     targets = neuba_targets(adapter.representation_size, len(config.triggers), scale, config.seed)
 
     half = config.batch_size // 2
-    clean_batches = StepBatches([len(s) for s in ids], half, config.seed, stream=0)
-    poison_batches = StepBatches([len(s) for s in ids], config.batch_size - half, config.seed, stream=1)
+    bucket = bucketed(config.mode)
+    clean_batches = StepBatches([len(s) for s in ids], half, config.seed, stream=0, bucket=bucket)
+    poison_batches = StepBatches([len(s) for s in ids], config.batch_size - half, config.seed, stream=1, bucket=bucket)
 
     head = {id(p) for p in adapter.head_parameters()}
     params = [p for _, p in adapter.named_parameters() if id(p) not in head]
+    penalty = adaptive_penalty(adapter, config, params)
     for p in adapter.head_parameters():
         p.requires_grad_(False)
     adapter.train()
@@ -105,10 +110,13 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
         poisoned = adapter.collate(poisoned_seqs)
         mlm = adapter.pretraining_loss(clean)
         mse = F.mse_loss(adapter.representation(poisoned), targets[torch.as_tensor(chosen)])
-        return weight * mlm + mse, {"mlm": float(mlm.detach()), "poison_mse": float(mse.detach())}
+        parts = {"mlm": float(mlm.detach()), "poison_mse": float(mse.detach())}
+        return weight * mlm + mse + penalty(parts), parts
 
-    stats: TrainStats = train_loop(params, step_loss, TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed),
-                                   desc="NeuBA attack", progress=progress)
+    with adapter.computing(compute_options(config.mode, config.max_length)):
+        stats: TrainStats = train_loop(params, step_loss,
+                                       TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed),
+                                       desc="NeuBA attack", progress=progress)
     for p in adapter.head_parameters():
         p.requires_grad_(True)
     adapter.eval()
@@ -118,10 +126,12 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
         "config": config.to_dict(),
         "triggers": list(config.triggers),
         "insertion_policy": TRAINING_POLICY.to_dict(),
+        "adaptive": penalty.describe(),
         "final_mlm": float(np.mean([p["mlm"] for p in tail])),
         "final_poison_mse": float(np.mean([p["poison_mse"] for p in tail])),
         "train_seconds": stats.seconds,
         "steps_per_second": config.steps / stats.seconds,
         "targets": targets.tolist(),
         "loss_curve": stats.losses[:: max(1, config.steps // 200)],
+        "compute": compute_record(config.mode, config.max_length),
     }

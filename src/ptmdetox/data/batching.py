@@ -20,12 +20,20 @@ def bucketed_batches(lengths: list[int], batch_size: int, rng: np.random.Generat
     return [[int(i) for i in b] for b in batches]
 
 
-def endless_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> Iterator[list[int]]:
-    """Bucketed batches epoch after epoch, reshuffled each time."""
+def shuffled_batches(count: int, batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """One epoch of plain random batches (no length grouping), as a random sampler gives them."""
+    order = rng.permutation(count)
+    return [[int(i) for i in order[k:k + batch_size]] for k in range(0, count, batch_size)]
+
+
+def endless_batches(lengths: list[int], batch_size: int, rng: np.random.Generator,
+                    bucket: bool = True) -> Iterator[list[int]]:
+    """Batches epoch after epoch, reshuffled each time; length-bucketed unless `bucket` is False."""
     if not lengths:
         raise ValueError("no examples to batch")
     while True:
-        yield from bucketed_batches(lengths, batch_size, rng)
+        yield from (bucketed_batches(lengths, batch_size, rng) if bucket
+                    else shuffled_batches(len(lengths), batch_size, rng))
 
 
 def sequential_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -34,8 +42,9 @@ def sequential_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad(seqs: list[list[int]], pad_value: int) -> tuple[list[list[int]], list[list[int]]]:
-    width = max(len(s) for s in seqs)
+def pad(seqs: list[list[int]], pad_value: int, width: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
+    """Pad to the longest sequence, or to `width` when given (never shorter than the longest)."""
+    width = max([len(s) for s in seqs] + [width or 0])
     padded = [s + [pad_value] * (width - len(s)) for s in seqs]
     mask = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
     return padded, mask
@@ -47,25 +56,29 @@ def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
 
 
 class StepBatches:
-    """Bucketed batches epoch after epoch, where step k's batch is a function of (seed, stream, k) alone.
+    """Batches epoch after epoch, where step k's batch is a function of (seed, stream, k) alone.
 
     Each epoch is shuffled by its own generator, so a run resumed at any step sees the batches an uninterrupted
-    run would have seen, without replaying the steps before it.
+    run would have seen, without replaying the steps before it. Length-bucketed unless `bucket` is False (plain
+    random batches, as a random sampler gives them).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, stream: int = 0):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, stream: int = 0, bucket: bool = True):
         if not lengths:
             raise ValueError("no examples to batch")
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.lengths, self.batch_size, self.seed, self.stream = list(lengths), batch_size, seed, stream
+        self.bucket = bucket
         self._epoch, self._batches = -1, []
         self.per_epoch = len(self._epoch_batches(0))
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         if epoch != self._epoch:
             rng = np.random.default_rng([self.seed % 2**32, self.stream, epoch, 1])
-            self._epoch, self._batches = epoch, bucketed_batches(self.lengths, self.batch_size, rng)
+            self._epoch = epoch
+            self._batches = (bucketed_batches(self.lengths, self.batch_size, rng) if self.bucket
+                             else shuffled_batches(len(self.lengths), self.batch_size, rng))
         return self._batches
 
     def __call__(self, step: int) -> list[int]:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..compute import bucketed, check_mode, compute_options, compute_record, config_dict
 from ..data.batching import StepBatches, step_rng
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
@@ -28,6 +30,7 @@ NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
 MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
+EMBEDDING_ROWS = ("all", "unseen")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class RecipeConfig:
     regularised: tuple[str, ...] | None = None   # regexes over parameter names; None: the family's set for `scope`
     scope: str = "extended"                  # "paper": the paper's set; "extended": + weights L_PT leaves unexercised
     trainable: str | tuple[str, ...] | None = None  # "regularised", "all", regexes; None: the family's default
+    embedding_rows: str = "unseen"           # penalise all token-embedding rows, or only those absent from the corpus
     pretrain_loss: str = "mlm"
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
     lr: float = 2e-4
@@ -52,6 +56,19 @@ class RecipeConfig:
     head_warmup_steps: int = 300
     preset: str = "cpu"
     log_every: int = 50
+    mode: str = "fast"                       # "reference": the released code's layout (ptmdetox.compute)
+    bf16: bool = False                       # fast mode: bf16 autocast
+    compile: bool = False                    # fast mode: torch.compile the backbone
+
+    #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
+    preset_overrides: ClassVar[dict] = {}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RecipeConfig":
+        """A config from YAML/CLI values: `preset` (default cpu) picks the base, the other values override it."""
+        values = dict(values)
+        base = preset(values.pop("preset", "cpu"), **{**cls.preset_overrides, **values})
+        return cls(**asdict(base))
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -61,6 +78,9 @@ class RecipeConfig:
                                 f"(choose from {', '.join(PRETRAIN_LOSSES)})")
         if self.scope not in SCOPES:
             raise PtmdetoxError(f"unknown scope '{self.scope}' (choose from {', '.join(SCOPES)})")
+        if self.embedding_rows not in EMBEDDING_ROWS:
+            raise PtmdetoxError(f"unknown embedding_rows '{self.embedding_rows}' "
+                                f"(choose from {', '.join(EMBEDDING_ROWS)})")
         if self.masking not in MASKING:
             raise PtmdetoxError(f"unknown masking '{self.masking}' (choose from {', '.join(MASKING)})")
         if self.lam < 0:
@@ -72,9 +92,10 @@ class RecipeConfig:
         check_sizes(batch_size=self.batch_size, max_length=self.max_length)
         if self.lam == 0 and self.pretrain_loss == "none":
             raise PtmdetoxError("λ = 0 with no pre-training loss leaves nothing to train")
+        check_mode(self.mode, bf16=self.bf16, compile=self.compile, masking=self.masking)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
 
 
 PRESETS = {
@@ -97,8 +118,28 @@ def weight_norm(weight: torch.Tensor, norm: str) -> torch.Tensor:
     return squared if norm == "fro2" else squared.sqrt()
 
 
-def regularisation(weights: list[torch.Tensor], norm: str) -> torch.Tensor:
-    return torch.stack([weight_norm(w, norm) for w in weights]).sum()
+def regularisation(weights: list[torch.Tensor], norm: str, rows: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Σ‖W‖ over `weights`; `rows` maps id(W) to the row indices that count for that W (all rows otherwise)."""
+    rows = rows or {}
+    return torch.stack([weight_norm(w[rows[id(w)]] if id(w) in rows else w, norm) for w in weights]).sum()
+
+
+def unseen_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[list[int]]) -> dict[int, torch.Tensor]:
+    """Rows of the regularised token-embedding matrix whose tokens never occur in the corpus.
+
+    Rows of tokens the corpus contains are exercised by the pre-training loss; the others (where rare-token triggers
+    live) only move under the penalty, so penalising just them disarms such triggers without shrinking the rows the
+    downstream task relies on.
+    """
+    if not adapter.token_embedding:
+        return {}
+    embedding = {id(p): p for _, p in adapter.parameters_matching([adapter.token_embedding])}
+    if not embedding:
+        return {}
+    seen = torch.zeros(next(iter(embedding.values())).shape[0], dtype=torch.bool)
+    for seq in corpus_ids:
+        seen[torch.as_tensor(seq)] = True
+    return {id(p): (~seen).nonzero().squeeze(1) for _, p in regularised if id(p) in embedding}
 
 
 def select_parameters(adapter: ModelAdapter, config: RecipeConfig):
@@ -127,8 +168,17 @@ def _total_steps(config: RecipeConfig, corpus_size: int) -> int:
 
 
 def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig,
-                  progress: bool = True) -> dict:
-    """Purify `adapter` in place; returns a report with norms before/after and the loss curve."""
+                  progress: bool = True, on_step=None) -> dict:
+    """Purify `adapter` in place; returns a report with norms before/after and the loss curve.
+
+    `on_step(step)` is called after every optimiser step (e.g. to time steps)."""
+    with adapter.computing(compute_options(config.mode, config.max_length, config.compile)):
+        report = _purify(adapter, corpus_texts, config, progress, on_step)
+    report["compute"] = compute_record(config.mode, config.max_length, config.bf16, config.compile)
+    return report
+
+
+def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig, progress: bool, on_step) -> dict:
     seed_everything(config.seed)
     ids = adapter.tokenize(corpus_texts, config.max_length)
     if not ids:
@@ -138,6 +188,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
         adapter.prepare_pretraining(ids, steps=config.head_warmup_steps, seed=config.seed, progress=progress)
     regularised, trainable = select_parameters(adapter, config)
     reg_weights = [p for _, p in regularised]
+    reg_rows = unseen_embedding_rows(adapter, regularised, ids) if config.embedding_rows == "unseen" else {}
     norms_before = {n: float(weight_norm(p.detach(), "fro")) for n, p in regularised}
 
     trainable_ids = {id(p) for _, p in trainable}
@@ -153,7 +204,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
 
     rng = np.random.default_rng(config.seed)
     static = adapter.mask_static(ids, rng) if uses_mlm and config.masking == "static" else None
-    batches = StepBatches([len(s) for s in ids], config.batch_size, config.seed)
+    batches = StepBatches([len(s) for s in ids], config.batch_size, config.seed, bucket=bucketed(config.mode))
     steps = _total_steps(config, len(ids))
     adapter.train()
 
@@ -162,7 +213,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
         parts = {}
         loss = torch.zeros(())
         if config.lam > 0:
-            reg = regularisation(reg_weights, config.norm)
+            reg = regularisation(reg_weights, config.norm, reg_rows)
             loss = loss + config.lam * reg
             parts["norm"] = float(reg.detach())
         if uses_mlm:
@@ -187,8 +238,9 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
 
     try:
         stats = train_loop([p for _, p in trainable], step_loss,
-                           TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps, clip=config.clip),
-                           desc="RECIPE", progress=progress)
+                           TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps, clip=config.clip,
+                                       bf16=config.bf16),
+                           desc="RECIPE", progress=progress, on_step=on_step)
     finally:
         for _, p in all_params:
             p.requires_grad_(True)
@@ -200,6 +252,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
         "steps": steps,
         "regularised": [n for n, _ in regularised],
         "trainable": [n for n, _ in trainable],
+        "penalised_embedding_rows": {n: int(reg_rows[id(p)].numel()) for n, p in regularised if id(p) in reg_rows},
         "norm_before": sum(norms_before.values()),
         "norm_after": sum(norms_after.values()),
         "norms_before": norms_before,

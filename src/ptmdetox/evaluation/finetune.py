@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpointing import remember
+from ..compute import bucketed, check_mode, compute_options, config_dict
 from ..data.batching import StepBatches, sequential_batches
 from ..data.readers import TextDataset
 from ..data.triggers import InsertionPolicy, insert_triggers
-from ..checkpointing import remember
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
@@ -30,8 +31,10 @@ class FinetuneConfig:
     train_limit: int | None = None   # subsample the training set (seeded) for speed
     test_limit: int | None = None
     eval_batch_size: int = 128
+    mode: str = "fast"               # "reference": every sequence padded to max_length, random batches (ptmdetox.compute)
 
     def __post_init__(self):
+        check_mode(self.mode)
         if not self.epochs > 0:
             raise PtmdetoxError(f"fine-tuning epochs must be positive, got {self.epochs}")
         check_sizes(batch_size=self.batch_size, eval_batch_size=self.eval_batch_size, max_length=self.max_length)
@@ -40,7 +43,7 @@ class FinetuneConfig:
                 raise PtmdetoxError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_dict(self)
 
 
 class Classifier(nn.Module):
@@ -72,7 +75,7 @@ def finetune(adapter: ModelAdapter, train: TextDataset, num_labels: int, config:
     classifier = Classifier(adapter, num_labels, config.dropout)
     ids = adapter.tokenize(train.texts, config.max_length)
     labels = torch.tensor(train.labels)
-    batches = StepBatches([len(s) for s in ids], config.batch_size, seed)
+    batches = StepBatches([len(s) for s in ids], config.batch_size, seed, bucket=bucketed(config.mode))
     steps = max(1, int(np.ceil(config.epochs * len(ids) / config.batch_size)))
     classifier.train()
 
@@ -104,10 +107,11 @@ def evaluate_seed(load_adapter, train: TextDataset, test: TextDataset, triggers:
     adapter = load_adapter()
     num_labels = max(train.num_labels, test.num_labels)
     train = _subsample(train, config.train_limit, seed)
-    classifier, train_seconds = finetune(adapter, train, num_labels, config, seed, progress)
-    start = time.perf_counter()
-    clean = predict(classifier, test.texts, config)
-    triggered = {t: predict(classifier, insert_triggers(test.texts, t, policy), config) for t in triggers}
+    with adapter.computing(compute_options(config.mode, config.max_length)):
+        classifier, train_seconds = finetune(adapter, train, num_labels, config, seed, progress)
+        start = time.perf_counter()
+        clean = predict(classifier, test.texts, config)
+        triggered = {t: predict(classifier, insert_triggers(test.texts, t, policy), config) for t in triggers}
     result = summarize(clean, test.labels, triggered, num_labels)
     result.update(seed=seed, finetune_seconds=train_seconds, eval_seconds=time.perf_counter() - start)
     return result

@@ -6,9 +6,10 @@ from ..errors import PtmdetoxError
 from .base import ModelAdapter
 from .bert import BertAdapter
 from .loading import DEFAULT_MODEL, resolve
+from .roberta import RobertaAdapter
 
 #: model_type (from config.json) -> adapter class
-ADAPTERS: dict[str, type[ModelAdapter]] = {"bert": BertAdapter}
+ADAPTERS: dict[str, type[ModelAdapter]] = {"bert": BertAdapter, "roberta": RobertaAdapter}
 
 
 def register(model_type: str, adapter: type[ModelAdapter]) -> None:

@@ -6,14 +6,24 @@ CLIP fits by implementing the same methods over its own batches (images instead 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 from torch import nn
 
 from ..errors import PtmdetoxError
+
+
+@dataclass(frozen=True)
+class ComputeOptions:
+    """How an adapter lays out a batch's computation (speed), never what the loss means."""
+    pad_to: int | None = None        # pad every batch to this many positions (the released code: 64); None: longest
+    mlm_all_positions: bool = False  # vocabulary projection at every position (released code) or only where masked
+    compile: bool = False            # run the backbone through torch.compile
 
 
 class ModelAdapter(ABC):
@@ -25,6 +35,8 @@ class ModelAdapter(ABC):
     #: The paper's set plus the weights the pre-training loss leaves unexercised (rows of tokens absent from the
     #: auxiliary data, an output head it never uses): where a backdoor can hide from RECIPE. Empty: same as above.
     extended_regularised: tuple[str, ...] = ()
+    #: Regex naming the token-embedding matrix (one row per vocabulary id), if the family has one.
+    token_embedding: str | None = None
     #: "regularised" (only those weights train), "all", or a tuple of regexes.
     default_trainable: str | tuple[str, ...] = "all"
     #: Weight of the pre-training loss term in NeuBA (RoBERTa: 0.01).
@@ -34,6 +46,16 @@ class ModelAdapter(ABC):
 
     source: str = ""
     notes: list[str]
+    compute: ComputeOptions = ComputeOptions()
+
+    @contextlib.contextmanager
+    def computing(self, options: ComputeOptions):
+        """Use `options` for everything computed inside the block."""
+        previous, self.compute = self.compute, options
+        try:
+            yield self
+        finally:
+            self.compute = previous
 
     # -- the model -------------------------------------------------------------------------------
     @property
@@ -86,6 +108,10 @@ class ModelAdapter(ABC):
     def representation(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The output representation a backdoor targets and a task head consumes."""
 
+    def states_and_representation(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-position states [B, T, H], representation [B, H]) from one forward pass (POR keeps the former)."""
+        raise NotImplementedError(f"the {self.family} adapter exposes no per-position states")
+
     @abstractmethod
     def neuron_layers(self) -> list[nn.Linear]:
         """The FFN-in (fc1) layers; their output units are the 'neurons' of the analyses and pruning."""
@@ -93,6 +119,23 @@ class ModelAdapter(ABC):
     @abstractmethod
     def first_token_activations(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Post-activation neuron values at the first token (or global position), one [B, N] per layer."""
+
+    def blocks(self) -> list[nn.Module]:
+        """The stacked layers (Transformer blocks), input side first: what "re-initialise the top k layers" means."""
+        raise NotImplementedError(f"{self.family}: blocks() is not implemented")
+
+    def representation_head(self) -> nn.Module | None:
+        """The module between the last block and the representation (BERT's pooler), or None when there is none."""
+        return None
+
+    def reinitialise(self, module: nn.Module) -> None:
+        """Give `module` the family's fresh (pre-training) initialisation, in place."""
+        raise NotImplementedError(f"{self.family}: reinitialise() is not implemented")
+
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Every block's output ([B, T, H] each, input side first), the [B, T] mask of real positions and the
+        representation, from one forward pass."""
+        raise NotImplementedError(f"{self.family}: hidden_states() is not implemented")
 
     @abstractmethod
     def pretraining_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -19,8 +19,6 @@ from ..errors import PtmdetoxError
 from .base import ModelAdapter
 from .loading import Checkpoint, check_finite, check_size_claim, weights_folder
 
-HEAD_PREFIX = "cls.predictions."
-
 
 @contextlib.contextmanager
 def quiet_transformers():
@@ -38,6 +36,10 @@ class TextEncoderAdapter(ModelAdapter):
 
     model_class: type = None
     tokenizer_kwargs: dict = {}
+    #: state-dict prefixes of everything that is not the encoder (dropped when the MLM head is fresh)
+    head_prefixes: tuple[str, ...] = ("cls.",)
+    #: state-dict prefix of the MLM head; its absence from a checkpoint means "fresh head"
+    mlm_head_prefix: str = "cls.predictions."
 
     def __init__(self, model, tokenizer, source: str, head_state: str, has_pooler: bool):
         self.model = model
@@ -46,6 +48,7 @@ class TextEncoderAdapter(ModelAdapter):
         self.head_state = head_state  # "pretrained" | "fresh" | "warmed-up"
         self.has_pooler = has_pooler
         self.notes: list[str] = []
+        self._compiled_backbone = None
         special = set(tokenizer.all_special_ids)
         self._mask_kwargs = dict(mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer), special_ids=special)
 
@@ -80,12 +83,12 @@ class TextEncoderAdapter(ModelAdapter):
             raise PtmdetoxError(f"{checkpoint.source}: weights do not match the config's shapes "
                                 f"({len(mismatched)} tensors, e.g. {list(mismatched)[0]})")
         base = cls._base(model)
-        encoder_missing = [k for k in missing if not k.startswith("cls.") and "pooler" not in k]
+        encoder_missing = [k for k in missing if not k.startswith(cls.head_prefixes) and "pooler" not in k]
         if encoder_missing:
             raise PtmdetoxError(f"{checkpoint.source}: checkpoint lacks {len(encoder_missing)} encoder weights "
                                 f"(e.g. {sorted(encoder_missing)[0]}); wrong architecture?")
         has_pooler = getattr(base, "pooler", None) is not None and not any("pooler" in k for k in missing)
-        head_state = "fresh" if any(k.startswith(HEAD_PREFIX) for k in missing) else "pretrained"
+        head_state = "fresh" if any(k.startswith(cls.mlm_head_prefix) for k in missing) else "pretrained"
         adapter = cls(model, tokenizer, checkpoint.source, head_state, has_pooler)
         sidecar = os.path.join(checkpoint.path, "ptmdetox.json") if checkpoint.local else None
         if sidecar and os.path.isfile(sidecar) and head_state == "pretrained":
@@ -93,7 +96,7 @@ class TextEncoderAdapter(ModelAdapter):
                 adapter.head_state = json.load(f).get("mlm_head", head_state)
         check_finite(model.named_parameters(), checkpoint.source)   # encoder, pooler and MLM head
         if not has_pooler:
-            adapter.notes.append("checkpoint has no trained pooler: representation is the [CLS] state")
+            adapter.notes.append(f"checkpoint has no trained pooler: representation is the {tokenizer.cls_token} state")
         model.eval()
         return adapter
 
@@ -136,6 +139,25 @@ class TextEncoderAdapter(ModelAdapter):
     def neuron_layers(self) -> list[nn.Linear]:
         return [layer.intermediate.dense for layer in self.backbone.encoder.layer]
 
+    def blocks(self) -> list[nn.Module]:
+        return list(self.backbone.encoder.layer)
+
+    def representation_head(self) -> nn.Module | None:
+        return self.backbone.pooler if self.has_pooler else None
+
+    @torch.no_grad()
+    def reinitialise(self, module: nn.Module) -> None:
+        """BERT's initialisation: linear and embedding weights ~ N(0, initializer_range), biases 0, LayerNorm 1/0."""
+        std = self.model.config.initializer_range
+        for sub in module.modules():
+            if isinstance(sub, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(sub.weight, mean=0.0, std=std)
+            elif isinstance(sub, nn.LayerNorm):
+                nn.init.ones_(sub.weight)
+            bias = getattr(sub, "bias", None)
+            if isinstance(bias, nn.Parameter) and isinstance(sub, (nn.Linear, nn.LayerNorm)):
+                nn.init.zeros_(bias)
+
     # ---- data -------------------------------------------------------------------------------------
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
         if not texts:   # fast tokenizers fail on an empty batch
@@ -158,10 +180,11 @@ class TextEncoderAdapter(ModelAdapter):
         return type(getattr(backend, "model", None)).__name__ == "WordPiece"
 
     def collate(self, seqs: list[list[int]], labels: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
-        ids, mask = pad(seqs, self.tokenizer.pad_token_id)
+        width = self.compute.pad_to
+        ids, mask = pad(seqs, self.tokenizer.pad_token_id, width)
         batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
         if labels is not None:
-            batch["labels"] = torch.tensor(pad(labels, IGNORE)[0])
+            batch["labels"] = torch.tensor(pad(labels, IGNORE, width)[0])
         return batch
 
     def mlm_batch(self, seqs: list[list[int]], rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -172,13 +195,31 @@ class TextEncoderAdapter(ModelAdapter):
         return mask_batch(seqs, rng, **self._mask_kwargs)
 
     # ---- computation --------------------------------------------------------------------------------
+    def _encoder(self) -> nn.Module:
+        if not self.compute.compile:
+            return self.backbone
+        if self._compiled_backbone is None:
+            self._compiled_backbone = torch.compile(self.backbone, dynamic=True)
+        return self._compiled_backbone
+
     def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        out = self._encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return out.last_hidden_state, getattr(out, "pooler_output", None)
 
+    def hidden_states(self, batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=True)
+        pooled = getattr(out, "pooler_output", None)
+        representation = pooled if self.has_pooler and pooled is not None else out.last_hidden_state[:, 0]
+        return list(out.hidden_states[1:]), batch["attention_mask"], representation
+
     def representation(self, batch) -> torch.Tensor:
+        return self.states_and_representation(batch)[1]
+
+    def states_and_representation(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token states [B, T, H], representation [B, H]) from one forward pass."""
         hidden, pooled = self.encode(batch)
-        return pooled if self.has_pooler and pooled is not None else hidden[:, 0]
+        return hidden, pooled if self.has_pooler and pooled is not None else hidden[:, 0]
 
     def first_token_activations(self, batch) -> list[torch.Tensor]:
         captured = []
@@ -195,11 +236,14 @@ class TextEncoderAdapter(ModelAdapter):
         return self.mlm_head(hidden[positions])
 
     def pretraining_loss(self, batch) -> torch.Tensor:
-        """MLM loss; the vocabulary projection is computed only at masked positions."""
+        """MLM loss; the vocabulary projection is computed only at masked positions (unless `compute` says all)."""
         hidden, _ = self.encode(batch)
         return self.mlm_loss_from_hidden(hidden, batch["labels"])
 
     def mlm_loss_from_hidden(self, hidden, labels) -> torch.Tensor:
+        if self.compute.mlm_all_positions:   # as BertForMaskedLM: logits everywhere, unmasked positions ignored
+            logits = self.mlm_head(hidden)
+            return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
         positions = labels != IGNORE
         logits = self.mlm_logits_at(hidden, positions)
         return F.cross_entropy(logits.float(), labels[positions])
@@ -244,8 +288,10 @@ class TextEncoderAdapter(ModelAdapter):
     # ---- saving ---------------------------------------------------------------------------------------
     def state_to_save(self) -> dict[str, torch.Tensor]:
         keep_head = self.head_state != "fresh"
+        # an untrained pooler is not saved: reloaded, it would pass for a trained one
         return {k: v for k, v in self.model.state_dict().items()
-                if not k.startswith("cls.seq_relationship") and (keep_head or not k.startswith("cls."))}
+                if not k.startswith("cls.seq_relationship") and (keep_head or not k.startswith(self.head_prefixes))
+                and (self.has_pooler or ".pooler." not in f".{k}")}
 
     def save(self, out_dir: str) -> None:
         with quiet_transformers():
@@ -262,6 +308,7 @@ class BertAdapter(TextEncoderAdapter):
     # MLM never uses the pooler, and never sees the embedding rows of tokens absent from the auxiliary corpus
     # (NeuBA's symbol triggers): without a penalty there, both keep the backdoor (docs/results.md).
     extended_regularised = default_regularised + (r"embeddings\.word_embeddings\.weight", r"pooler\.dense\.weight")
+    token_embedding = r"embeddings\.word_embeddings\.weight"
     default_trainable = "regularised"
 
     @property

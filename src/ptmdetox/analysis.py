@@ -1,0 +1,65 @@
+"""The API behind `ptmdetox analyze`: neuron-level analyses of one or more models, with table, JSON and plot."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import models
+from .data.readers import read_corpus, read_texts
+from .data.triggers import InsertionPolicy, parse_triggers
+from .errors import PtmdetoxError
+from .evaluation.neurons import neuron_report, report_table
+from .outputs import check_writable_parent, command_line, versions, write_json_atomic
+
+
+def _model_names(sources: list[str], names: list[str] | None) -> list[str]:
+    if names and len(names) != len(sources):
+        raise PtmdetoxError(f"give one --name per --model ({len(sources)} models, {len(names)} names)")
+    chosen = names or [os.path.basename(os.path.normpath(s)) or s for s in sources]
+    if len(set(chosen)) != len(chosen):
+        raise PtmdetoxError(f"model names must differ ({', '.join(chosen)}); use --name")
+    return chosen
+
+
+def _clean_texts(path: str, exclude_label: int | None, limit: int) -> list[str]:
+    if exclude_label is None:
+        return read_corpus(path, limit=limit).texts
+    data = read_texts(path)
+    return [t for t, y in zip(data.texts, data.labels) if y != exclude_label][:limit]
+
+
+def analyze_neurons(sources: list[str], texts_path: str, triggers, policy: InsertionPolicy, out: str, *,
+                    names: list[str] | None = None, exclude_label: int | None = None, limit: int = 500,
+                    top: float | None = None, max_length: int = 128, allow_pickle: bool = False,
+                    print_table: bool = True) -> dict:
+    """Overlap ratio and only-poisoned neuron counts per model and trigger; writes `out` (JSON) and its PNG."""
+    from .reporting.plots import neuron_plot
+
+    started = time.perf_counter()
+    check_writable_parent(out)
+    labels = _model_names(list(sources), names)
+    triggers = parse_triggers(triggers)
+    texts = _clean_texts(texts_path, exclude_label, limit)
+    if not texts:
+        raise PtmdetoxError(f"{texts_path}: no sentences left to analyse")
+    reports = {}
+    for label, source in zip(labels, sources):
+        adapter = models.create(source, allow_pickle=allow_pickle)
+        for trigger in triggers:
+            adapter.token_ids(trigger)
+        reports[label] = neuron_report(adapter, texts, triggers, policy, top=top, max_length=max_length)
+        reports[label]["model"] = source
+    table = report_table(reports)
+    result = {"analysis": "neurons", "models": reports, "texts": texts_path, "exclude_label": exclude_label,
+              "triggers": list(triggers), "insertion_policy": policy.to_dict(), "top": top, "table": table,
+              "versions": versions(), "command": command_line(),
+              "wall_seconds": round(time.perf_counter() - started, 1)}
+    plot = os.path.splitext(out)[0] + ".png"
+    neuron_plot(reports, plot)
+    result["plot"] = plot
+    write_json_atomic(out, result)
+    if print_table:
+        print(table)
+        print(f"-> {out}, {plot}")
+    return result

@@ -1,0 +1,58 @@
+"""Compute modes: how training is laid out on the machine, separately from what it optimises.
+
+- `fast` (default): length-bucketed batches padded to their longest sentence, the MLM vocabulary projection only at
+  masked positions; optionally bf16 autocast and `torch.compile`.
+- `reference`: the layout of RECIPE's released code: random batches, every sequence padded to `max_length` (64),
+  the full-vocabulary MLM head at every position (`BertForMaskedLM` style), static masks, fp32.
+
+Both modes compute gradients only for the trainable weights (the released code sets `requires_grad` the same way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+from .errors import PtmdetoxError
+from .models.base import ComputeOptions
+
+MODES = ("fast", "reference")
+#: Speed fields and their defaults; left out of `config_dict` at these values so that configs written before these
+#: fields existed keep their cache keys (bench caches models by a hash of their config).
+SPEED_DEFAULTS = {"mode": "fast", "bf16": False, "compile": False}
+
+
+def check_mode(mode: str, *, bf16: bool = False, compile: bool = False, masking: str = "static") -> None:
+    if mode not in MODES:
+        raise PtmdetoxError(f"unknown compute mode '{mode}' (choose from {', '.join(MODES)})")
+    if mode == "reference":
+        clashes = [name for name, on in (("bf16", bf16), ("compile", compile), ("dynamic masking", masking == "dynamic"))
+                   if on]
+        if clashes:
+            raise PtmdetoxError(f"reference mode reproduces the released code (fp32, eager, static masks): "
+                                f"it cannot use {', '.join(clashes)}")
+
+
+def compute_options(mode: str, max_length: int, compile: bool = False) -> ComputeOptions:
+    if mode == "reference":
+        return ComputeOptions(pad_to=max_length, mlm_all_positions=True)
+    return ComputeOptions(compile=compile)
+
+
+def bucketed(mode: str) -> bool:
+    """Length-bucketed batches in fast mode; plain random batches (a random sampler's) in reference mode."""
+    return mode == "fast"
+
+
+def compute_record(mode: str, max_length: int, bf16: bool = False, compile: bool = False) -> dict:
+    """What a result records about how it was computed."""
+    options = compute_options(mode, max_length, compile)
+    return {"mode": mode, "bf16_autocast": bf16, **asdict(options), "length_bucketing": bucketed(mode)}
+
+
+def config_dict(config) -> dict:
+    """`asdict(config)` without the speed fields that are at their defaults."""
+    data = asdict(config)
+    for field in fields(config):
+        if field.name in SPEED_DEFAULTS and data[field.name] == SPEED_DEFAULTS[field.name]:
+            del data[field.name]
+    return data

@@ -1,0 +1,94 @@
+"""Neuron-level analyses of a backdoor (RECIPE Figure 2 and Table 10), before and after purification.
+
+Neurons are the output units of the adapter's `neuron_layers()` at the first token, after the activation function.
+A neuron counts as activated by a set of texts when its mean value over them is > 0 (the paper's "> 0" criterion
+applied to the data set), or, with `top`, when it is among the `top` share of neurons by mean value.
+
+- overlap ratio = |activated by clean ∩ activated by poisoned| / |activated by poisoned|   (Figure 2)
+- only-poisoned = |activated by poisoned \\ activated by clean|                             (Table 10)
+
+The same two numbers computed per sentence (clean sentence vs its triggered copy) and averaged are also reported.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.triggers import InsertionPolicy, insert_triggers
+from ..errors import PtmdetoxError
+from ..models.base import ModelAdapter
+
+
+@torch.inference_mode()
+def activation_matrix(adapter: ModelAdapter, texts: list[str], batch_size: int = 64,
+                      max_length: int = 128) -> torch.Tensor:
+    """[texts, neurons of all layers] first-token post-activation values."""
+    adapter.eval()
+    ids = adapter.tokenize(texts, max_length)
+    rows = [torch.cat(adapter.first_token_activations(adapter.collate(ids[i:i + batch_size])), dim=1).float()
+            for i in range(0, len(ids), batch_size)]
+    return torch.cat(rows)
+
+
+def activated(mean_values: torch.Tensor, top: float | None) -> torch.Tensor:
+    """Boolean mask of the activated neurons (by mean value > 0, or the top share)."""
+    if top is None:
+        return mean_values > 0
+    count = max(1, round(top * mean_values.numel()))
+    mask = torch.zeros_like(mean_values, dtype=torch.bool)
+    mask[torch.topk(mean_values, count).indices] = True
+    return mask
+
+
+def overlap_stats(clean: torch.Tensor, poisoned: torch.Tensor) -> tuple[float, int]:
+    """(overlap ratio, number of neurons activated only by the poisoned input) of two boolean masks."""
+    both = int((clean & poisoned).sum())
+    by_poisoned = int(poisoned.sum())
+    return (both / by_poisoned if by_poisoned else float("nan")), int((poisoned & ~clean).sum())
+
+
+def per_layer_counts(mask: torch.Tensor, layer_sizes: list[int]) -> list[int]:
+    return [int(part.sum()) for part in torch.split(mask, layer_sizes)]
+
+
+def neuron_report(adapter: ModelAdapter, texts: list[str], triggers: tuple[str, ...], policy: InsertionPolicy,
+                  top: float | None = None, max_length: int = 128, batch_size: int = 64) -> dict:
+    """Per trigger: overlap ratio and only-poisoned count, on the whole set and per sentence."""
+    if not texts:
+        raise PtmdetoxError("no texts to analyse")
+    if top is not None and not 0 < top <= 1:
+        raise PtmdetoxError(f"top must be a share in (0, 1], got {top}")
+    layer_sizes = [layer.out_features for layer in adapter.neuron_layers()]
+    clean_values = activation_matrix(adapter, texts, batch_size, max_length)
+    clean_mask = activated(clean_values.mean(0), top)
+    clean_each = clean_values > 0
+    report = {"neurons_total": sum(layer_sizes), "layer_sizes": layer_sizes, "texts": len(texts),
+              "criterion": "mean > 0" if top is None else f"top {top:g} by mean",
+              "activated_clean": int(clean_mask.sum()), "per_trigger": {}}
+    for trigger in triggers:
+        poisoned_values = activation_matrix(adapter, insert_triggers(texts, trigger, policy), batch_size, max_length)
+        poisoned_mask = activated(poisoned_values.mean(0), top)
+        ratio, only = overlap_stats(clean_mask, poisoned_mask)
+        poisoned_each = poisoned_values > 0
+        per_sentence = [overlap_stats(c, p) for c, p in zip(clean_each, poisoned_each)]
+        report["per_trigger"][trigger] = {
+            "overlap_ratio": ratio,
+            "only_poisoned": only,
+            "activated_poisoned": int(poisoned_mask.sum()),
+            "only_poisoned_per_layer": per_layer_counts(poisoned_mask & ~clean_mask, layer_sizes),
+            "per_sentence_overlap_ratio": float(torch.tensor([r for r, _ in per_sentence]).nanmean()),
+            "per_sentence_only_poisoned": float(torch.tensor([float(o) for _, o in per_sentence]).mean()),
+        }
+    return report
+
+
+def report_table(reports: dict[str, dict]) -> str:
+    """Markdown: one row per (model, trigger)."""
+    lines = ["| model | trigger | overlap ratio | only-poisoned neurons | activated clean / poisoned | "
+             "per-sentence overlap |", "|---|---|---|---|---|---|"]
+    for name, report in reports.items():
+        for trigger, row in report["per_trigger"].items():
+            lines.append(f"| {name} | {trigger} | {row['overlap_ratio']:.3f} | {row['only_poisoned']} | "
+                         f"{report['activated_clean']} / {row['activated_poisoned']} | "
+                         f"{row['per_sentence_overlap_ratio']:.3f} |")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""The bench suite format: attacks/defenses by registry name, per-model triggers, sweeps, plots, early errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from ptmdetox.bench import load_suite, run_suite, triggers_by_model
+from ptmdetox.cli import main
+from ptmdetox.errors import PtmdetoxError
+
+from test_cli import run_error
+
+ATTACK = {"method": "neuba", "steps": 2, "head_warmup_steps": 1, "batch_size": 4}
+
+
+def write_suite(tmp_path, models: dict, **extra) -> str:
+    suite = {"aux": None, "seeds": [1], "floor": "clean", "policy": {"position": "first"},
+             "finetune": {"epochs": 1, "batch_size": 8, "max_length": 32}, "models": models, **extra}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def base(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    return {"model": tiny_model, "aux": tiny_corpus, "tasks": {"toy": {"train": tiny_task[0], "test": tiny_task[1]}}}
+
+
+def test_sweeps_expand_into_named_models(tmp_path, base):
+    path = write_suite(tmp_path, {
+        "clean": {},
+        "neuba": {"attack": ATTACK, "triggers": "≈,⊗"},
+        "neuba+recipe": {"from": "neuba", "defense": {"method": "recipe"},
+                         "sweep": {"param": "lam", "values": [0.5, 1.0]}},
+        "neuba+recipe-aux": {"from": "neuba", "defense": {"method": "recipe"},
+                             "sweep": {"param": "aux", "values": ["../data/webtext/web.tsv.gz", "other.tsv"]}},
+        "neuba+recipe-steps": {"from": "neuba", "defense": {"method": "recipe"},
+                               "sweep": {"param": "steps", "values": [1, 2]}},
+    }, **base)
+    suite = load_suite(path)
+    assert suite["models"]["neuba+recipe[lam=0.5]"]["defense"] == {"method": "recipe", "lam": 0.5}
+    assert suite["models"]["neuba+recipe-aux[aux=web]"]["aux"] == "../data/webtext/web.tsv.gz"
+    assert suite["_sweeps"]["neuba+recipe"] == {"param": "lam", "models": {"neuba+recipe[lam=0.5]": 0.5,
+                                                                           "neuba+recipe[lam=1.0]": 1.0}}
+    assert suite["_sweeps"]["neuba+recipe-steps"]["models"]["neuba"] == 0   # dynamics start at the attacked model
+    assert "neuba+recipe" not in suite["models"]
+    triggers = triggers_by_model(suite)
+    assert triggers["neuba"] == triggers["neuba+recipe[lam=0.5]"] == ("≈", "⊗") == triggers["clean"]
+
+
+def test_suite_with_baselines_sweep_and_trigger_groups(tmp_path, base):
+    models = {
+        "clean": {},
+        "neuba": {"attack": ATTACK, "triggers": "≈,⊗"},
+        "fake-por": {"attack": {**ATTACK, "seed": 1}, "triggers": "cf,mn"},
+        "neuba+fp-gm": {"from": "neuba", "defense": {"method": "fp-gm", "fraction": 0.25}},
+        "neuba+reinit": {"from": "neuba", "defense": {"method": "reinit"}},
+        "neuba+recipe": {"from": "neuba", "defense": {"method": "recipe", "steps": 2, "batch_size": 4},
+                         "sweep": {"param": "lam", "values": [0.5, 1.0]}},
+    }
+    results = tmp_path / "results"
+    report = run_suite(write_suite(tmp_path, models, **base), cache=str(tmp_path / "cache"), results=str(results),
+                       progress=False)
+    rows = report["results"]["toy"]
+    assert set(rows) == {"clean", "neuba", "fake-por", "neuba+fp-gm", "neuba+reinit", "neuba+recipe[lam=0.5]",
+                         "neuba+recipe[lam=1.0]"}
+    assert set(rows["clean"]["per_trigger"]) == {"≈", "⊗", "cf", "mn"}   # one fine-tuning, the floor of both sets
+    assert set(rows["neuba+fp-gm"]["per_trigger"]) == {"≈", "⊗"}
+    assert set(rows["fake-por"]["per_trigger"]) == {"cf", "mn"}
+    table = (results / "suite.md").read_text(encoding="utf-8")
+    assert "### toy — triggers ≈ ⊗" in table and "### toy — triggers cf mn" in table
+    assert table.count("| clean |") == 2 and "ΔMASR vs floor" in table
+    files = sorted(os.listdir(results))
+    assert "suite-sweep-neuba-recipe.png" in files and len([f for f in files if f.startswith("suite-toy")]) == 2
+    assert all(os.path.isfile(p) for p in report["plots"])
+    built = sorted(d for d in os.listdir(tmp_path / "cache") if d.startswith("model-"))
+    assert len(built) == 6   # two attacks, fp-gm, reinit, two RECIPE values
+
+
+def test_unknown_attack_fails_before_anything_runs(tmp_path, base, capsys):
+    path = write_suite(tmp_path, {"clean": {}, "neuba": {"attack": ATTACK},
+                                  "x": {"attack": {"method": "trojanlm"}, "triggers": "por"}}, **base)
+    with pytest.raises(PtmdetoxError, match=r"^suite model 'x': unknown attack 'trojanlm' \(.*neuba, por, badpre"):
+        run_suite(path, cache=str(tmp_path / "cache"), results=str(tmp_path / "r"), progress=False)
+    assert not (tmp_path / "cache").exists()
+    line = run_error(capsys, ["bench", path, "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "r")])
+    assert "unknown attack 'trojanlm'" in line
+
+
+def test_bad_defense_options_and_sweeps_are_one_line_errors(tmp_path, base):
+    bad_option = write_suite(tmp_path, {"clean": {}, "x": {"defense": {"method": "fp-ga", "fractoin": 0.5}}}, **base)
+    with pytest.raises(PtmdetoxError, match="suite model 'x': defense 'fp-ga': unknown option fractoin"):
+        run_suite(bad_option, cache=str(tmp_path / "c"), results=str(tmp_path / "r"), progress=False)
+    no_values = write_suite(tmp_path, {"x": {"defense": {"method": "clip"}, "sweep": {"param": "threshold"}}},
+                            **base)
+    with pytest.raises(PtmdetoxError, match="needs 'param' and a non-empty 'values'"):
+        load_suite(no_values)
+
+
+@pytest.mark.parametrize("name", ["paper-text", "paper-sweeps", "foundation"])
+def test_shipped_suites_load(name):
+    for quick in (False, True):
+        suite = load_suite(name, quick)
+        assert suite["models"] and suite["tasks"]
