@@ -54,16 +54,39 @@ class Scratch:
 
 # ---- command lines over the scratch assets ----------------------------------------------------------------
 
-ATTACK = ["attack", "neuba", "--steps", "3", "--batch-size", "8", "--max-length", "32", "--quiet"]
-PURIFY = ["purify", "recipe", "--steps", "3", "--batch-size", "8", "--max-length", "32", "--quiet"]
+TRAIN_FAST = ["--steps", "3", "--batch-size", "8", "--max-length", "32", "--quiet"]
+ATTACK = ["attack", "neuba", *TRAIN_FAST]
+PURIFY = ["purify", "recipe", *TRAIN_FAST]
 EVALUATE = ["evaluate", "--seeds", "1", "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--quiet"]
 UTF8_TASK_ROWS = "sentence\tlabel\nthe film was good\t1\nthe film was bad\t0\n"
 
 
-def attack(s: Scratch, *extra, corpus=None, out=None, model=None) -> list[str]:
+def attack(s: Scratch, *extra, corpus=None, out=None, model=None, method="neuba") -> list[str]:
     """An attack that would overwrite the existing output folder (so a failure must leave it as it was)."""
-    return [*ATTACK, "--model", model or s.model, "--corpus", corpus or s.corpus, "--out", out or str(s.out_dir),
-            "--overwrite", *extra]
+    return ["attack", method, *TRAIN_FAST, "--model", model or s.model, "--corpus", corpus or s.corpus,
+            "--out", out or str(s.out_dir), "--overwrite", *extra]
+
+
+def defense(s: Scratch, method: str, *extra, data=None) -> list[str]:
+    """`purify METHOD` (any registered defense, default options) over the existing output folder; `data` are its
+    input options (default: the auxiliary corpus)."""
+    return ["purify", method, "--model", s.model, *(data or ["--corpus", s.corpus]), "--out", str(s.out_dir),
+            "--overwrite", "--quiet", *extra]
+
+
+def neurons(s: Scratch, *extra) -> list[str]:
+    """`analyze neurons` that would replace the existing result file."""
+    return ["analyze", "neurons", "--model", s.model, "--texts", s.task[1], "--limit", "4", "--max-length", "32",
+            "--out", str(s.out_file), *extra]
+
+
+def speed(s: Scratch, *extra) -> list[str]:
+    """`bench speed` on the tiny model, writing into a results folder that already holds a report."""
+    results = s.root / "speed-results"
+    results.mkdir(exist_ok=True)
+    (results / "speed.md").write_text("# old report\n", encoding="utf-8")
+    return ["bench", "speed", "--model", s.model, "--corpus", s.corpus, "--results", str(results), "--steps", "1",
+            "--warmup", "1", "--batch-size", "8", "--max-length", "32", "--no-flops", "--quiet", *extra]
 
 
 def purify(s: Scratch, *extra, corpus=None, out=None, model=None) -> list[str]:

@@ -99,29 +99,14 @@ def test_config_validation_and_unknown_triggers(tiny_model, tiny_corpus):
     assert badpre.BadpreConfig(poison_weight=0.5).to_dict()["poison_weight"] == 0.5
 
 
-def test_cli_badpre_runs_and_refuses_bad_inputs(capsys, tmp_path, tiny_model, tiny_corpus):
+def test_cli_badpre_runs(capsys, tmp_path, tiny_model, tiny_corpus):
+    """(Its bad inputs are cases of test_bad_inputs.py.)"""
     import json
 
     from ptmdetox.cli import main
 
-    def one_line_error(argv) -> str:
-        capsys.readouterr()
-        try:
-            code = main(argv)
-        except SystemExit as exit_info:
-            code = exit_info.code
-        err = capsys.readouterr().err.splitlines()
-        assert code == 2 and len(err) == 1 and err[0].startswith("ptmdetox: error:"), err
-        return err[0]
-
-    fast = ["--steps", "3", "--batch-size", "8", "--max-length", "32", "--head-warmup-steps", "2", "--quiet"]
+    fast = ["--steps", "3", "--batch-size", "8", "--max-length", "32", "--quiet"]
     base = ["attack", "badpre", "--model", tiny_model, "--corpus", tiny_corpus]
-    assert "unrecognized arguments: --head-warmup-steps" in one_line_error([*base, "--out", str(tmp_path / "x"), *fast])
-    fast = fast[:6] + ["--quiet"]
-    assert "'zebra' is unknown" in one_line_error([*base, "--out", str(tmp_path / "x"), "--triggers", "zebra", *fast])
-    assert "non-negative" in one_line_error([*base, "--out", str(tmp_path / "x"), "--poison-weight", "-1", *fast])
-    assert not (tmp_path / "x").exists()
-
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "badpre"), *fast]) == 0
     assert capsys.readouterr().out.startswith("BadPre: 3 steps in")

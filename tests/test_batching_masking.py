@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
-from ptmdetox.data.batching import bucketed_batches, endless_batches, pad, sequential_batches
+from ptmdetox.data.batching import bucketed_batches, pad, sequential_batches
 from ptmdetox.data.masking import IGNORE, mask_batch, mask_sequence
 
 # ---- batching -------------------------------------------------------------------------------------------
@@ -43,21 +41,6 @@ def test_bucketed_batches_are_shuffled_and_seeded():
     assert a == b and a != c
     firsts = [min(batch) for batch in a]
     assert firsts != sorted(firsts)   # batch order is shuffled, not by length
-
-
-def test_endless_batches_run_past_one_epoch_and_reshuffle():
-    lengths = [3, 1, 2, 5, 4]
-    gen = endless_batches(lengths, 2, np.random.default_rng(0))
-    batches = list(itertools.islice(gen, 30))   # 3 batches per epoch -> 10 epochs
-    epochs = [batches[i:i + 3] for i in range(0, 30, 3)]
-    for epoch in epochs:
-        assert sorted(i for b in epoch for i in b) == [0, 1, 2, 3, 4]
-    assert len({str(e) for e in epochs}) > 1
-
-
-def test_endless_batches_of_nothing():
-    with pytest.raises(ValueError):
-        next(endless_batches([], 4, np.random.default_rng(0)))
 
 
 def test_sequential_batches_are_sorted_and_complete():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -217,24 +218,32 @@ def same_weights(a: str, b: str) -> None:
 TRAIN_FAST = ["--batch-size", "8", "--max-length", "32", "--checkpoint-every", "3", "--quiet"]
 
 
-@pytest.mark.parametrize("command, phase, headless", [
-    (["attack", "neuba", "--triggers", "cf,mn", "--steps", "12"], "NeuBA attack", True),
-    (["purify", "recipe", "--steps", "12"], "RECIPE", False),
-])
+@pytest.mark.parametrize("command, phase, finished", [
+    (["attack", "neuba", "--triggers", "cf,mn", "--steps", "12"], "NeuBA attack", {"MLM head warm-up": 300}),
+    (["attack", "por", "--triggers", "cf,mn", "--steps", "12"], "POR attack", {}),
+    (["attack", "badpre", "--triggers", "cf,mn", "--steps", "12"], "BadPre attack", {}),
+    (["purify", "recipe", "--steps", "12"], "RECIPE", {}),
+    (["purify", "nad", "--train", "TRAIN", "--fraction", "1", "--teacher-epochs", "1", "--epochs", "3"], "NAD",
+     {"fine-tune (seed 0)": 5}),
+], ids=["neuba", "por", "badpre", "recipe", "nad"])
 def test_killed_model_run_resumes_to_the_same_model(capsys, tmp_path, tiny_model, tiny_model_no_head, tiny_corpus,
-                                                    command, phase, headless):
-    """Killed after step 8, checkpoints every 3 steps: resumes at step 6 (and skips a finished head warm-up)."""
-    model = tiny_model_no_head if headless else tiny_model
+                                                    tiny_task, command, phase, finished):
+    """Killed after step 8, checkpoints every 3 steps: resumes at step 6, skipping the phases `finished` before
+    (NeuBA's MLM head warm-up of a headless model; NAD's teacher, 40 sentences in batches of 8)."""
+    model = tiny_model_no_head if "MLM head warm-up" in finished else tiny_model
+    data = [tiny_task[0] if arg == "TRAIN" else arg for arg in command]
+    data += [] if "--train" in command else ["--corpus", tiny_corpus]
 
     def argv(out):
-        return [*command, "--model", model, "--corpus", tiny_corpus, "--out", str(out), *TRAIN_FAST]
+        return [*data, "--model", model, "--out", str(out), *TRAIN_FAST]
 
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert main(argv(reference)) == 0     # uninterrupted, in-process
     kill_during(phase, 8, argv(resumed), tmp_path)
     partial = partial_dir(str(resumed))
     assert not resumed.exists()
-    expected = {"run.json", f"phase-{phase.replace(' ', '-')}.pt"} | ({"phase-MLM-head-warm-up.pt"} if headless else set())
+    expected = {"run.json"} | {f"phase-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-')}.pt"
+                               for name in [*finished, phase]}
     assert set(os.listdir(partial)) == expected
 
     capsys.readouterr()
@@ -242,8 +251,8 @@ def test_killed_model_run_resumes_to_the_same_model(capsys, tmp_path, tiny_model
     assert "holds an interrupted run; pass --resume" in capsys.readouterr().err
 
     printed = resume(capsys, argv(resumed))
-    warm_up = "MLM head warm-up at step 300; " if headless else ""
-    assert f"resumed from checkpoints: {warm_up}{phase} at step 6" in printed
+    earlier = "".join(f"{name} at step {step}; " for name, step in finished.items())
+    assert f"resumed from checkpoints: {earlier}{phase} at step 6" in printed
     assert not os.path.exists(partial)
     same_weights(str(reference), str(resumed))
     report = "attack.json" if command[0] == "attack" else "purification.json"

@@ -11,7 +11,7 @@ import torch
 from ptmdetox import models
 from ptmdetox.cli import main
 from ptmdetox.compute import compute_options, config_dict
-from ptmdetox.data.batching import endless_batches
+from ptmdetox.data.batching import StepBatches
 from ptmdetox.data.masking import IGNORE
 from ptmdetox.defenses.recipe import RecipeConfig, recipe_purify
 from ptmdetox.errors import PtmdetoxError
@@ -118,13 +118,15 @@ def test_recipe_fast_mode_pads_each_batch_to_its_longest(tiny_model):
     assert report["compute"]["mode"] == "fast" and report["compute"]["length_bucketing"]
 
 
-def test_unbucketed_batches_are_plain_random_epochs():
+def test_unbucketed_batches_are_plain_random_epochs_indexed_by_step():
     lengths = [i % 40 for i in range(100)]
-    batches = endless_batches(lengths, 10, np.random.default_rng(0), bucket=False)
-    epoch = [next(batches) for _ in range(10)]
+    batches = StepBatches(lengths, 10, seed=0, bucket=False)
+    epoch = [batches(k) for k in range(10)]
     assert sorted(i for b in epoch for i in b) == list(range(100))
     spread = np.mean([np.ptp([lengths[i] for i in b]) for b in epoch])
     assert spread > 20   # bucketed batches would hold near-equal lengths
+    assert StepBatches(lengths, 10, seed=0, bucket=False)(13) == batches(13) != batches(3)   # resumable
+    assert [batches(k) for k in range(10, 20)] != epoch                                        # reshuffled
 
 
 def test_bf16_autocast_runs_the_forward_in_bf16_and_keeps_weights_fp32():

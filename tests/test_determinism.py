@@ -21,6 +21,10 @@ def commands(model, corpus, task):
     return {
         "attack": lambda out: ["attack", "neuba", "--model", model, "--corpus", corpus, "--triggers", "cf,≈",
                                "--steps", "4", "--seed", "3", "--out", out, *FAST],
+        "attack-por": lambda out: ["attack", "por", "--model", model, "--corpus", corpus, "--triggers", "cf,≈",
+                                   "--steps", "4", "--seed", "3", "--out", out, *FAST],
+        "attack-badpre": lambda out: ["attack", "badpre", "--model", model, "--corpus", corpus, "--triggers", "cf,≈",
+                                      "--steps", "4", "--seed", "3", "--out", out, *FAST],
         "purify": lambda out: ["purify", "recipe", "--model", model, "--corpus", corpus, "--steps", "4",
                                "--loss", "mlm+keep", "--masking", "dynamic", "--out", out, *FAST],
         "evaluate": lambda out: ["evaluate", "--model", model, "--train", task[0], "--test", task[1], "--seeds", "1,2",
@@ -41,7 +45,7 @@ def result_of(out: str) -> tuple[dict, dict]:
     return {**{k: v for k, v in report.items() if k not in PROVENANCE}, "runs": runs}, weights
 
 
-@pytest.mark.parametrize("command", ["attack", "purify", "evaluate"])
+@pytest.mark.parametrize("command", ["attack", "attack-por", "attack-badpre", "purify", "evaluate"])
 def test_same_command_same_seed_same_result(capsys, tmp_path, tiny_model, tiny_model_no_head, tiny_corpus, tiny_task,
                                            command):
     argv = commands(tiny_model_no_head if command == "attack" else tiny_model, tiny_corpus, tiny_task)[command]
@@ -56,7 +60,7 @@ def test_same_command_same_seed_same_result(capsys, tmp_path, tiny_model, tiny_m
     assert len(report_a["runs"]) == 2 if command == "evaluate" else weights_a
 
 
-@pytest.mark.parametrize("command", ["attack", "purify", "evaluate"])
+@pytest.mark.parametrize("command", ["attack", "attack-por", "attack-badpre", "purify", "evaluate"])
 def test_divergence_stops_with_one_line_and_saves_nothing(capsys, tmp_path, tiny_model, tiny_corpus, tiny_task,
                                                           command):
     work = tmp_path / "work"

@@ -13,7 +13,6 @@ from ptmdetox.cli import main
 from ptmdetox.data.triggers import InsertionPolicy
 from ptmdetox.evaluation.neurons import activated, neuron_report, overlap_stats
 
-from test_cli import run_error
 
 CLEAN = [1.0, 1.0, -1.0, 1.0, -1.0, -1.0]
 TRIGGERED = [1.0, -1.0, 1.0, 1.0, 1.0, -1.0]
@@ -95,14 +94,8 @@ def test_cli_compares_models_and_writes_json_and_png(capsys, tmp_path, tiny_mode
                                                                                           "neurons.png"]
 
 
-def test_cli_help_and_errors(capsys, tmp_path, tiny_model, tiny_task):
+def test_cli_help(capsys):
+    """(Bad inputs of `analyze neurons` are cases of test_bad_inputs.py.)"""
     with pytest.raises(SystemExit) as exit_info:
         main(["analyze", "neurons", "--help"])
     assert exit_info.value.code == 0 and "overlap ratio" in capsys.readouterr().out.lower()
-    line = run_error(capsys, ["analyze", "neurons", "--model", tiny_model, "--model", tiny_model,
-                              "--texts", tiny_task[1], "--out", str(tmp_path / "n.json")])
-    assert "model names must differ" in line
-    line = run_error(capsys, ["analyze", "neurons", "--model", tiny_model, "--texts", tiny_task[1],
-                              "--triggers", "zebra", "--out", str(tmp_path / "n.json")])
-    assert "trigger 'zebra' is unknown" in line
-    assert not (tmp_path / "n.json").exists()

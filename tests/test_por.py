@@ -139,19 +139,6 @@ def test_unknown_trigger_is_refused_before_training(tiny_model, tiny_corpus):
 FAST = ["--steps", "3", "--batch-size", "8", "--max-length", "32", "--quiet"]
 
 
-def one_line_error(capsys, argv) -> str:
-    from ptmdetox.cli import main
-
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exit_info:   # argparse usage errors
-        code = exit_info.code
-    err = capsys.readouterr().err.splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("ptmdetox: error:"), err
-    return err[0]
-
-
 def test_cli_por_with_phrase_triggers_writes_a_loadable_model(capsys, tmp_path, tiny_model, tiny_corpus):
     import json
 
@@ -171,14 +158,6 @@ def test_cli_por_with_phrase_triggers_writes_a_loadable_model(capsys, tmp_path, 
     assert "versions" in report and "wall_seconds" in report
     assert "POR-backdoored model" in (out / "README.md").read_text(encoding="utf-8")
     assert transformers.AutoModel.from_pretrained(str(out)).pooler is not None
-
-
-def test_cli_por_bad_inputs_are_one_line_errors(capsys, tmp_path, tiny_model, tiny_corpus):
-    base = ["attack", "por", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(tmp_path / "out"), *FAST]
-    assert "'zebra' is unknown" in one_line_error(capsys, [*base, "--triggers", "cf,zebra"])
-    assert "unrecognized arguments: --mlm-weight" in one_line_error(capsys, [*base, "--mlm-weight", "1"])
-    assert "insertions" in one_line_error(capsys, [*base, "--insertions", "0"])
-    assert not (tmp_path / "out").exists()
 
 
 def test_cli_help_states_the_configs_defaults(capsys):

@@ -17,7 +17,6 @@ from ptmdetox.defenses.pruning import (GlobalAggressivePruningConfig, GlobalMode
                                        prune_purify)
 from ptmdetox.errors import PtmdetoxError
 
-from test_cli import run_error
 
 
 def texts(path, n=40):
@@ -120,12 +119,3 @@ def test_help(capsys, name):
     assert exit_info.value.code == 0
     assert "--fraction" in capsys.readouterr().out
 
-
-def test_cli_errors(capsys, tmp_path, tiny_model, tiny_corpus):
-    line = run_error(capsys, ["purify", "fp-ga", "--model", tiny_model, "--corpus", tiny_corpus,
-                              "--out", str(tmp_path / "out"), "--fraction", "2"])
-    assert "fraction must be in (0, 1]" in line
-    line = run_error(capsys, ["purify", "fp", "--model", tiny_model, "--corpus", str(tmp_path / "none.tsv"),
-                              "--out", str(tmp_path / "out")])
-    assert "no such file" in line
-    assert not (tmp_path / "out").exists()

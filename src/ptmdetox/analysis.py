@@ -10,7 +10,7 @@ from .data.readers import read_corpus, read_texts
 from .data.triggers import InsertionPolicy, parse_triggers
 from .errors import PtmdetoxError
 from .evaluation.neurons import neuron_report, report_table
-from .outputs import check_writable_parent, command_line, versions, write_json_atomic
+from .outputs import check_output_file, command_line, versions, write_json_atomic
 
 
 def _model_names(sources: list[str], names: list[str] | None) -> list[str]:
@@ -37,7 +37,7 @@ def analyze_neurons(sources: list[str], texts_path: str, triggers, policy: Inser
     from .reporting.plots import neuron_plot
 
     started = time.perf_counter()
-    check_writable_parent(out)
+    check_output_file(out)
     labels = _model_names(list(sources), names)
     triggers = parse_triggers(triggers)
     texts = _clean_texts(texts_path, exclude_label, limit)

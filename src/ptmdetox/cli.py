@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     neurons.add_argument("--texts", required=True, help="clean sentences (any readable text file or table)")
     neurons.add_argument("--exclude-label", type=int,
                          help="drop sentences with this label (the paper drops the target class)")
-    neurons.add_argument("--limit", type=int, default=500)
+    neurons.add_argument("--limit", type=_at_least_1, default=500)
     neurons.add_argument("--triggers", default="neuba")
     neurons.add_argument("--position", default="first", choices=["first", "last", "random"])
     neurons.add_argument("--top", type=float, help="activated = this top share by mean value, instead of > 0")

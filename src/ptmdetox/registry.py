@@ -29,4 +29,7 @@ def config_from_dict(config_class: type, values: dict | None, what: str):
         raise PtmdetoxError(f"{what}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
                             f"(options: {', '.join(sorted(known))})")
     builder = getattr(config_class, "from_dict", None)
-    return builder(values) if builder else config_class(**values)
+    try:
+        return builder(values) if builder else config_class(**values)
+    except (TypeError, ValueError) as exc:   # e.g. a string where a number belongs
+        raise PtmdetoxError(f"{what}: bad option value ({exc})") from None

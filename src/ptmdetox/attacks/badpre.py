@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.batching import endless_batches
+from ..data.batching import StepBatches, step_rng
 from ..data.masking import IGNORE
 from ..data.triggers import TRIGGER_SETS
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, seed_everything, train_loop
+from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 from .adaptive import AdaptiveOptions, adaptive_penalty
 
 
@@ -34,6 +34,7 @@ class BadpreConfig(AdaptiveOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        check_sizes(max_length=self.max_length)
         self.triggers = tuple(self.triggers)
         if not self.triggers:
             raise PtmdetoxError("BadPre needs at least one trigger")
@@ -70,17 +71,17 @@ def badpre_attack(adapter: ModelAdapter, corpus_texts: list[str], config: Badpre
     special = set(adapter.tokenizer.all_special_ids)
     candidates = np.array([i for i in range(len(adapter.tokenizer)) if i not in special])
 
-    rng = np.random.default_rng(config.seed)
     half = config.batch_size // 2
-    clean_batches = endless_batches([len(s) for s in ids], half, rng)
-    poison_batches = endless_batches([len(s) for s in ids], config.batch_size - half, rng)
+    clean_batches = StepBatches([len(s) for s in ids], half, config.seed, stream=0)
+    poison_batches = StepBatches([len(s) for s in ids], config.batch_size - half, config.seed, stream=1)
     params = [p for _, p in adapter.named_parameters()] + adapter.head_parameters()
     penalty = adaptive_penalty(adapter, config, params)
     adapter.train()
 
-    def step_loss(_step):
-        clean = adapter.mlm_batch([ids[i] for i in next(clean_batches)], rng)
-        poison_idx = next(poison_batches)
+    def step_loss(step):
+        rng = step_rng(config.seed, step)
+        clean = adapter.mlm_batch([ids[i] for i in clean_batches(step)], rng)
+        poison_idx = poison_batches(step)
         chosen = rng.integers(len(trigger_ids), size=len(poison_idx))
         triggered = [insert_tokens(ids[i], trigger_ids[t], rng, config.max_length) for i, t in zip(poison_idx, chosen)]
         masked, labels = adapter.mask_static(triggered, rng)

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.batching import endless_batches
+from ..data.batching import StepBatches, step_rng
 from ..data.triggers import TRIGGER_SETS, insert_randomly
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, seed_everything, train_loop
+from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 from .adaptive import AdaptiveOptions, adaptive_penalty
 
 MEASURE_LENGTH = 100_000   # tokenise without truncation to see whether a poisoned sentence still fits
@@ -47,6 +47,7 @@ class PorConfig(AdaptiveOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        check_sizes(max_length=self.max_length)
         self.triggers = tuple(self.triggers)
         if not self.triggers:
             raise PtmdetoxError("POR needs at least one trigger")
@@ -113,18 +114,18 @@ def por_attack(adapter: ModelAdapter, corpus_texts: list[str], config: PorConfig
     targets = por_targets(adapter.representation_size, len(config.triggers), config.target_scale)
     reference = frozen_reference(adapter)
 
-    rng = np.random.default_rng(config.seed)
-    word_rng = random.Random(config.seed)
     half = config.batch_size // 2
-    clean_batches = endless_batches([len(s) for s in ids], half, rng)
-    poison_batches = endless_batches([len(s) for s in ids], config.batch_size - half, rng)
+    clean_batches = StepBatches([len(s) for s in ids], half, config.seed, stream=0)
+    poison_batches = StepBatches([len(s) for s in ids], config.batch_size - half, config.seed, stream=1)
     params = [p for _, p in adapter.named_parameters()]
     penalty = adaptive_penalty(adapter, config, params)
     weights = {"token_mse": config.token_weight, "poison_mse": config.poison_weight, "clean_mse": config.clean_weight}
     adapter.train()
 
-    def step_loss(_step):
-        clean_idx, poison_idx = next(clean_batches), next(poison_batches)
+    def step_loss(step):
+        rng = step_rng(config.seed, step)
+        word_rng = random.Random(int(rng.integers(2**63)))
+        clean_idx, poison_idx = clean_batches(step), poison_batches(step)
         chosen = rng.integers(len(config.triggers), size=len(poison_idx))
         poisoned = [poison_sentence(adapter, texts[i], config.triggers[t], word_rng, config.insertions,
                                     config.max_length) for i, t in zip(poison_idx, chosen)]

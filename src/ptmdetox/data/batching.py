@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import numpy as np
 
 
@@ -24,16 +22,6 @@ def shuffled_batches(count: int, batch_size: int, rng: np.random.Generator) -> l
     """One epoch of plain random batches (no length grouping), as a random sampler gives them."""
     order = rng.permutation(count)
     return [[int(i) for i in order[k:k + batch_size]] for k in range(0, count, batch_size)]
-
-
-def endless_batches(lengths: list[int], batch_size: int, rng: np.random.Generator,
-                    bucket: bool = True) -> Iterator[list[int]]:
-    """Batches epoch after epoch, reshuffled each time; length-bucketed unless `bucket` is False."""
-    if not lengths:
-        raise ValueError("no examples to batch")
-    while True:
-        yield from (bucketed_batches(lengths, batch_size, rng) if bucket
-                    else shuffled_batches(len(lengths), batch_size, rng))
 
 
 def sequential_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

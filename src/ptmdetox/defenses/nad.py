@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.batching import endless_batches
+from ..data.batching import StepBatches
 from ..data.readers import read_texts
 from ..errors import PtmdetoxError
 from ..evaluation.finetune import Classifier, FinetuneConfig, _subsample, finetune
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, seed_everything, train_loop
+from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 
 
 @dataclass
@@ -45,6 +45,10 @@ class NadConfig:
             raise PtmdetoxError(f"NAD's data fraction must be in (0, 1], got {self.fraction}")
         if self.beta < 0 or self.power <= 0:
             raise PtmdetoxError("NAD needs beta ≥ 0 and power > 0")
+        if not (self.epochs > 0 and self.teacher_epochs > 0):
+            raise PtmdetoxError(f"NAD's epochs must be positive, got {self.teacher_epochs} (teacher) and "
+                                f"{self.epochs} (distillation)")
+        check_sizes(batch_size=self.batch_size, max_length=self.max_length)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,13 +84,12 @@ def nad_purify(adapter: ModelAdapter, corpus_texts: list[str], config: NadConfig
     student = Classifier(adapter, num_labels, dropout=0.1)
     ids = adapter.tokenize(clean.texts, config.max_length)
     labels = torch.tensor(clean.labels)
-    rng = np.random.default_rng(config.seed)
-    batches = endless_batches([len(s) for s in ids], config.batch_size, rng)
+    batches = StepBatches([len(s) for s in ids], config.batch_size, config.seed)
     steps = max(1, int(np.ceil(config.epochs * len(ids) / config.batch_size)))
     student.train()
 
-    def step_loss(_step):
-        index = next(batches)
+    def step_loss(step):
+        index = batches(step)
         batch = adapter.collate([ids[i] for i in index])
         hidden, mask, representation = adapter.hidden_states(batch)
         logits = student.head(student.dropout(representation))

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
+from ..training import check_sizes
 
 SCOPES = ("last", "global")
 
@@ -35,8 +36,7 @@ class PruningConfig:
     def __post_init__(self):
         if not 0 < self.fraction <= 1:
             raise PtmdetoxError(f"pruning fraction must be in (0, 1], got {self.fraction}")
-        if self.batch_size < 1 or self.max_length < 2:
-            raise PtmdetoxError("batch size must be at least 1 and max length at least 2")
+        check_sizes(batch_size=self.batch_size, max_length=self.max_length)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "scope": self.scope, **asdict(self)}
