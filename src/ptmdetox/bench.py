@@ -7,21 +7,25 @@ A model is built by any registered attack (`attacks.ATTACKS`) and/or defense (`d
 `from`. A model may name its own `triggers` (inherited along `from`); a model with none gets the suite's
 `triggers`, or, when the suite names none, the union of all models' triggers (so one clean fine-tuning serves as
 the floor of every trigger set). `sweep: {param: P, values: [...]}` expands a model into one model per value of its
-attack/defense option P (e.g. lam, steps, corpus_limit) or of `aux`, named `NAME[P=value]`.
+attack/defense option P (e.g. lam, steps, corpus_limit) or of `aux`, named `NAME[P=value]`. `snapshots: [n, ...]` on
+a RECIPE model saves it after those steps of its one run: each snapshot is a model `NAME[step=n]`, and the
+dynamics plot runs from the model it purifies (step 0) through the snapshots to NAME itself (the final model).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import time
+from dataclasses import fields
 
 import yaml
 from tqdm.auto import tqdm
 
-from . import attacks, defenses, models, pipeline
+from . import attacks, defenses, models, pipeline, snapshots
 from .checkpointing import CheckpointOptions, Checkpointer, checkpointing, partial_dir
 from .data.readers import read_task
 from .data.triggers import InsertionPolicy, parse_triggers
@@ -62,6 +66,8 @@ def load_suite(name: str, quick: bool = False) -> dict:
         raise PtmdetoxError(f"{path}: 'models' and 'tasks' must be mappings")
     suite["_path"] = path
     suite["models"], suite["_sweeps"] = _expand_sweeps(suite["models"])
+    suite["models"], dynamics = _expand_snapshots(suite["models"])
+    suite["_sweeps"].update(dynamics)
     return suite
 
 
@@ -122,6 +128,47 @@ def _expand_sweeps(specs: dict) -> tuple[dict, dict]:
     return expanded, sweeps
 
 
+def _expand_snapshots(specs: dict) -> tuple[dict, dict]:
+    """Snapshot models `NAME[step=n]` before each model with `snapshots`; returns (models, {NAME: its dynamics})."""
+    expanded, dynamics = {}, {}
+    for name, spec in specs.items():
+        if "snapshots" not in (spec or {}):
+            expanded[name] = spec
+            continue
+        spec, total = _with_snapshot_steps(name, spec)
+        points = {spec["from"]: 0} if spec.get("from") else {}   # the model before purification
+        for step in spec["defense"]["snapshot_steps"]:
+            label = f"{name}[step={step}]"
+            expanded[label] = {"from": name, "snapshot": step}
+            points[label] = step
+        expanded[name] = spec
+        points[name] = total
+        dynamics[name] = {"param": "steps", "one_run": True, "models": points}
+    return expanded, dynamics
+
+
+def _with_snapshot_steps(name: str, spec: dict) -> tuple[dict, int]:
+    """The model's spec with its `snapshots` moved into its defense's `snapshot_steps`, and the run's steps."""
+    where = f"suite model '{name}'"
+    if "defense" not in spec:
+        raise PtmdetoxError(f"{where}: snapshots are taken along a defense run (give 'defense')")
+    defense = {**(spec["defense"] or {}), "snapshot_steps": spec["snapshots"]}
+    method = defense.get("method", "recipe")
+    if "snapshot_steps" not in {f.name for f in fields(defenses.create(method)[0])}:
+        raise PtmdetoxError(f"{where}: defense '{method}' takes no snapshots (RECIPE and its ablations do)")
+    try:
+        config = _config({"defense": defense})[1]
+    except PtmdetoxError as exc:
+        raise PtmdetoxError(f"{where}: {exc}") from None
+    if config.steps is None:
+        raise PtmdetoxError(f"{where}: snapshots need a run of fixed 'steps' (not epochs)")
+    late = [step for step in config.snapshot_steps if step >= config.steps]
+    if late:
+        raise PtmdetoxError(f"{where}: snapshot steps {late} are not before the run's last step ({config.steps})")
+    defense["snapshot_steps"] = list(config.snapshot_steps)
+    return {**{k: v for k, v in spec.items() if k != "snapshots"}, "defense": defense}, config.steps
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -167,6 +214,8 @@ def _chain(suite: dict, name: str, seen=()) -> list[dict]:
     spec = suite["models"][name] or {}
     parent = spec.get("from")
     steps = _chain(suite, parent, (*seen, name)) if parent else [{"base": suite.get("model", "default")}]
+    if "snapshot" in spec:
+        return steps + [{"snapshot": spec["snapshot"]}]
     for kind in ("attack", "defense"):
         if kind in spec:
             steps = steps + [{kind: spec[kind], "aux": spec.get("aux", suite.get("aux"))}]
@@ -175,7 +224,7 @@ def _chain(suite: dict, name: str, seen=()) -> list[dict]:
 
 def _resolved(step: dict) -> dict:
     """A step with every default filled in, so a changed default never reuses a stale cached model."""
-    if "base" in step:
+    if "base" in step or "snapshot" in step:
         return step
     method, config, limit = _config(step)
     return {"method": method, "config": config.to_dict(), "corpus_limit": limit, "aux": step["aux"]}
@@ -245,6 +294,12 @@ def model_path(suite: dict, name: str, cache: str, progress: bool, timings: dict
     steps = _chain(suite, name)
     source = steps[0]["base"]
     for i, step in enumerate(steps[1:], 1):
+        if "snapshot" in step:
+            source = snapshots.in_output(source, step["snapshot"])
+            if not os.path.isdir(source):
+                raise PtmdetoxError(f"{source}: snapshot missing from a cached model; remove that model's folder "
+                                    "to rebuild it")
+            continue
         out = os.path.join(cache, "model-" + _hash([_resolved(s) for s in steps[: i + 1]]))
         if not os.path.isdir(out):
             started = time.perf_counter()
@@ -376,9 +431,13 @@ def _sweep_plots(report: dict, suite_name: str, results: str) -> list[str | None
     for sweep, info in report["sweeps"].items():
         path = os.path.join(results, f"{suite_name}-sweep-{_slug(sweep)}.png")
         param, series = plots.curves_from_suite(report, sweep)
-        if series:
-            title = "Purification dynamics" if param == "steps" else f"{sweep}: sweep over {param}"
-            made.append(_try_plot(plots.curve_plot, series, param, path, title, param == "corpus_limit"))
+        if series and param == "steps":
+            how = "snapshots of one run" if info.get("one_run") else "separate runs"
+            title = f"Purification dynamics ({sweep}: {how})"
+            made.append(_try_plot(functools.partial(plots.dynamics_plot, title=title), series, path))
+        elif series:
+            made.append(_try_plot(plots.curve_plot, series, param, path, f"{sweep}: sweep over {param}",
+                                  param == "corpus_limit"))
         else:   # non-numeric values (e.g. auxiliary corpora): bars per task
             for task, rows in report["results"].items():
                 chosen = {m: rows[m] for m in info["models"] if m in rows}

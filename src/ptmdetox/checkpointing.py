@@ -144,6 +144,13 @@ class Checkpointer:
             raise PtmdetoxError(f"{path}: unreadable checkpoint ({type(exc).__name__}); remove "
                                 f"{self.directory} to start over") from None
 
+    def folder(self, name: str) -> str:
+        """A subfolder for files a run writes along the way (kept for --resume, removed with the checkpoints)."""
+        self._ensure_dir()
+        path = self._path(name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 

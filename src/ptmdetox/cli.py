@@ -33,6 +33,13 @@ def _at_least_1(text: str) -> int:
     return value
 
 
+def _steps_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated step numbers, got '{text}'") from None
+
+
 def _model_args(p):
     p.add_argument("--model", default="default",
                    help="'default' (embedded MiniLM-L6), a local checkpoint folder, or a hub name")
@@ -212,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--batch-size", type=int)
     recipe.add_argument("--max-length", type=int)
     recipe.add_argument("--seed", type=int)
+    recipe.add_argument("--snapshot-steps", type=_steps_list, metavar="N,N,...",
+                        help="also save the model after these steps of the run, to OUT/snapshots/step-N/ "
+                             "(purification dynamics from one run, RECIPE Figure 3)")
     recipe.add_argument("--ablation", choices=sorted(ABLATIONS),
                         help="RECIPE's ablations, same steps: only-pretrain (λ = 0) or only-regularisation (no "
                              "pre-training loss)")
@@ -393,12 +403,14 @@ def run(args) -> int:
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
                         embedding_rows=args.embedding_rows, masking=args.masking, batch_size=args.batch_size,
                         max_length=args.max_length, seed=args.seed, mode=args.mode, bf16=args.bf16 or None,
-                        compile=args.compile or None)
+                        compile=args.compile or None, snapshot_steps=args.snapshot_steps)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                         allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress,
                                         checkpoints=_checkpoint_options(args))
         print(f"RECIPE: {report['steps']} steps in {report['train_seconds']:.0f} s; regularised norm "
               f"{report['norm_before']:.1f} -> {report['norm_after']:.1f} -> {args.out}")
+        for snapshot in report.get("snapshots", []):
+            print(f"snapshot after step {snapshot['step']} -> {snapshot['path']}")
         _print_notes(report)
     elif args.command == "evaluate":
         from .data.triggers import InsertionPolicy

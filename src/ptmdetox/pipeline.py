@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from . import attacks, models
+from . import attacks, models, snapshots
 from .attacks.neuba import NeubaConfig
 from .checkpointing import CheckpointOptions, checkpointing
 from .data.readers import read_corpus, read_task
@@ -40,6 +40,7 @@ def _transform_model(model: str, corpus: str, out: str, run, report_file: str, c
                       resumed=list(checkpointer.resumed) if checkpointer else [], **_provenance(started))
         with atomic_dir(out, overwrite) as tmp:
             adapter.save(tmp)
+            snapshots.copy_into_output(report, tmp, out)
             write_json_atomic(os.path.join(tmp, report_file), report)
             write_text_atomic(os.path.join(tmp, "README.md"), card(adapter, report))
     if checkpointer:

@@ -24,6 +24,7 @@ from ..compute import bucketed, check_mode, compute_options, compute_record, con
 from ..data.batching import StepBatches, step_rng
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
+from ..snapshots import SnapshotSaver, check_steps
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 
 NORMS = ("fro", "fro2")
@@ -59,6 +60,7 @@ class RecipeConfig:
     mode: str = "fast"                       # "reference": the released code's layout (ptmdetox.compute)
     bf16: bool = False                       # fast mode: bf16 autocast
     compile: bool = False                    # fast mode: torch.compile the backbone
+    snapshot_steps: tuple[int, ...] = ()     # save the model after these steps of the run (ptmdetox.snapshots)
 
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
@@ -93,9 +95,13 @@ class RecipeConfig:
         if self.lam == 0 and self.pretrain_loss == "none":
             raise PtmdetoxError("λ = 0 with no pre-training loss leaves nothing to train")
         check_mode(self.mode, bf16=self.bf16, compile=self.compile, masking=self.masking)
+        self.snapshot_steps = check_steps(self.snapshot_steps)
 
     def to_dict(self) -> dict:
-        return config_dict(self)
+        data = config_dict(self)
+        if not self.snapshot_steps:   # left out when off, so configs of runs without snapshots keep their cache keys
+            del data["snapshot_steps"]
+        return data
 
 
 PRESETS = {
@@ -168,21 +174,26 @@ def _total_steps(config: RecipeConfig, corpus_size: int) -> int:
 
 
 def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig,
-                  progress: bool = True, on_step=None) -> dict:
+                  progress: bool = True, on_step=None, snapshot_dir: str | None = None) -> dict:
     """Purify `adapter` in place; returns a report with norms before/after and the loss curve.
 
-    `on_step(step)` is called after every optimiser step (e.g. to time steps)."""
+    `on_step(step)` is called after every optimiser step (e.g. to time steps). With `config.snapshot_steps`, the
+    model is saved after those steps to `snapshot_dir/step-<n>/` (default: the active checkpoint folder's
+    `snapshots/`), listed in the report's `snapshots`."""
     with adapter.computing(compute_options(config.mode, config.max_length, config.compile)):
-        report = _purify(adapter, corpus_texts, config, progress, on_step)
+        report = _purify(adapter, corpus_texts, config, progress, on_step, snapshot_dir)
     report["compute"] = compute_record(config.mode, config.max_length, config.bf16, config.compile)
     return report
 
 
-def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig, progress: bool, on_step) -> dict:
+def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig, progress: bool, on_step,
+            snapshot_dir: str | None) -> dict:
     seed_everything(config.seed)
     ids = adapter.tokenize(corpus_texts, config.max_length)
     if not ids:
         raise PtmdetoxError("the auxiliary corpus is empty")
+    steps = _total_steps(config, len(ids))
+    saver = SnapshotSaver(adapter, config.snapshot_steps, steps, snapshot_dir) if config.snapshot_steps else None
     uses_mlm = config.pretrain_loss in ("mlm", "mlm+keep")
     if uses_mlm:
         adapter.prepare_pretraining(ids, steps=config.head_warmup_steps, seed=config.seed, progress=progress)
@@ -205,7 +216,6 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
     rng = np.random.default_rng(config.seed)
     static = adapter.mask_static(ids, rng) if uses_mlm and config.masking == "static" else None
     batches = StepBatches([len(s) for s in ids], config.batch_size, config.seed, bucket=bucketed(config.mode))
-    steps = _total_steps(config, len(ids))
     adapter.train()
 
     def step_loss(step):
@@ -240,12 +250,13 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         stats = train_loop([p for _, p in trainable], step_loss,
                            TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps, clip=config.clip,
                                        bf16=config.bf16),
-                           desc="RECIPE", progress=progress, on_step=on_step)
+                           desc="RECIPE", progress=progress, on_step=_both(saver, on_step))
     finally:
         for _, p in all_params:
             p.requires_grad_(True)
         adapter.eval()
     norms_after = {n: float(weight_norm(p.detach(), "fro")) for n, p in regularised}
+    snapshots = {"snapshots": saver.record(), "snapshot_seconds": saver.seconds} if saver else {}
     return {
         "defense": "recipe",
         "config": config.to_dict(),
@@ -263,4 +274,17 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         "final_parts": {k: float(np.mean([p.get(k, 0.0) for p in stats.parts[-50:]]))
                         for k in (stats.parts[-1] if stats.parts else {})},
         "notes": list(getattr(adapter, "notes", [])),
+        **snapshots,
     }
+
+
+def _both(first, second):
+    """One `on_step` hook calling each of the given ones (None when neither is given)."""
+    hooks = [hook for hook in (first, second) if hook]
+    if len(hooks) < 2:
+        return hooks[0] if hooks else None
+
+    def both(step):
+        for hook in hooks:
+            hook(step)
+    return both
