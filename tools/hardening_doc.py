@@ -1,4 +1,4 @@
-"""Regenerate the case tables of docs/hardening.md by running the table-driven tests and recording each outcome.
+"""Regenerate the case tables of docs/hardening.md and docs/results.md by running the table-driven tests.
 
 usage: python tools/hardening_doc.py   (from the repository root; takes about half a minute)
 """
@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(ROOT, "docs", "hardening.md")
+DOCS = [os.path.join(ROOT, "docs", name) for name in ("hardening.md", "results.md")]
 TABLES = {"tests/test_hostile_checkpoints.py": "cases:hostile", "tests/test_bad_inputs.py": "cases:bad-inputs"}
 
 
@@ -48,13 +48,15 @@ def replace_between(text: str, marker: str, body: str) -> str:
 
 
 def main() -> None:
-    with open(DOC, encoding="utf-8") as f:
-        text = f.read()
-    for test_file, marker in TABLES.items():
-        text = replace_between(text, marker, markdown(run_cases(test_file)))
-    with open(DOC, "w", encoding="utf-8") as f:
-        f.write(text)
-    print(f"wrote {DOC}")
+    tables = {marker: markdown(run_cases(test_file)) for test_file, marker in TABLES.items()}
+    for doc in DOCS:
+        with open(doc, encoding="utf-8") as f:
+            text = f.read()
+        for marker, body in tables.items():
+            text = replace_between(text, marker, body)
+        with open(doc, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {doc}")
 
 
 if __name__ == "__main__":
