@@ -101,7 +101,8 @@ def batch_widths(adapter, sentences, config):
 
 def test_recipe_reference_mode_pads_to_max_length_and_records_it(tiny_model):
     sentences = [" ".join(["good"] * (1 + i % 9)) for i in range(40)]
-    config = RecipeConfig(mode="reference", steps=4, batch_size=8, max_length=32, scope="paper")
+    config = RecipeConfig(mode="reference", steps=4, batch_size=8, max_length=32, scope="paper",
+                          pretrain_loss="mlm")
     widths, report = batch_widths(models.create(tiny_model), sentences, config)
     assert widths == [(8, 32)] * 4
     assert report["compute"] == {"mode": "reference", "bf16_autocast": False, "pad_to": 32, "mlm_all_positions": True,

@@ -72,6 +72,7 @@ def test_presets():
     assert (cpu.lr, cpu.steps, cpu.preset) == (2e-4, 600, "cpu")
     paper = preset("paper")
     assert (paper.lr, paper.steps, paper.epochs, paper.preset) == (2e-5, None, 10, "paper")
+    assert (cpu.pretrain_loss, paper.pretrain_loss) == ("mlm+keep", "mlm")
     assert _total_steps(paper, 20000) == 6250
     tuned = preset("cpu", lam=0.5, epochs=2, lr=None)
     assert tuned.lam == 0.5 and tuned.steps is None and tuned.epochs == 2 and tuned.lr == 2e-4
@@ -139,7 +140,7 @@ def test_default_purification_changes_only_the_regularised_weights(tiny_model, t
         assert report["norms_after"][name] == pytest.approx(new, rel=1e-5)
     assert report["norm_after"] < report["norm_before"]
     assert report["steps"] == 5 and len(report["loss_curve"]) == 5
-    assert set(report["final_parts"]) == {"norm", "mlm"}
+    assert set(report["final_parts"]) == {"norm", "mlm", "keep"}     # the cpu preset: MLM + keep
     assert report["defense"] == "recipe" and report["config"]["lam"] == 1.0
     assert all(p.requires_grad for p in adapter.model.parameters())   # restored
     assert not adapter.model.training

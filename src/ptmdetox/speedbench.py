@@ -66,7 +66,9 @@ class SpeedConfig:
 
     def recipe_config(self, variant: str, steps: int | None = None):
         # a 1-step head warm-up: the speed of a step does not depend on how good a fresh MLM head is
-        return preset("cpu", steps=steps or self.warmup + self.steps, scope=self.scope, batch_size=self.batch_size,
+        # MLM alone, as the released code: both modes run the paper's loop
+        return preset("cpu", steps=steps or self.warmup + self.steps, scope=self.scope, pretrain_loss="mlm",
+                      batch_size=self.batch_size,
                       max_length=self.max_length, lr=self.lr, seed=self.seed, head_warmup_steps=1,
                       **VARIANTS[variant])
 
