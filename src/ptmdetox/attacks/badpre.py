@@ -17,8 +17,9 @@ from ..data.masking import IGNORE
 from ..data.triggers import TRIGGER_SETS
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, check_sizes, seed_everything, train_loop
+from ..training import TrainConfig, seed_everything, train_loop
 from .adaptive import AdaptiveOptions, adaptive_penalty
+from .common import attack_report, check_poisoning_config
 
 
 @dataclass
@@ -34,12 +35,7 @@ class BadpreConfig(AdaptiveOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        check_sizes(max_length=self.max_length)
-        self.triggers = tuple(self.triggers)
-        if not self.triggers:
-            raise PtmdetoxError("BadPre needs at least one trigger")
-        if self.batch_size < 2:
-            raise PtmdetoxError("BadPre needs a batch size of at least 2 (half clean, half poisoned)")
+        check_poisoning_config("BadPre", self)
         if self.poison_weight < 0:
             raise PtmdetoxError(f"BadPre's poison weight must be non-negative, got {self.poison_weight}")
 
@@ -96,16 +92,5 @@ def badpre_attack(adapter: ModelAdapter, corpus_texts: list[str], config: Badpre
                            desc="BadPre attack", progress=progress)
     finally:
         adapter.eval()
-    tail = stats.parts[-50:]
-    return {
-        "attack": "badpre",
-        "config": config.to_dict(),
-        "triggers": list(config.triggers),
-        "insertion_policy": {"position": "random-token", "count": 1, "seed": config.seed},
-        "adaptive": penalty.describe(),
-        "final_mlm": float(np.mean([p["mlm"] for p in tail])),
-        "final_poison_mlm": float(np.mean([p["poison_mlm"] for p in tail])),
-        "train_seconds": stats.seconds,
-        "steps_per_second": config.steps / stats.seconds,
-        "loss_curve": stats.losses[:: max(1, config.steps // 200)],
-    }
+    return attack_report("badpre", config, stats, penalty,
+                         {"position": "random-token", "count": 1, "seed": config.seed})

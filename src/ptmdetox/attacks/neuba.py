@@ -17,8 +17,9 @@ from ..data.batching import StepBatches, step_rng
 from ..data.triggers import TRIGGER_SETS, InsertionPolicy
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, TrainStats, check_sizes, seed_everything, train_loop
+from ..training import TrainConfig, TrainStats, seed_everything, train_loop
 from .adaptive import AdaptiveOptions, adaptive_penalty
+from .common import attack_report, check_poisoning_config
 
 
 @dataclass
@@ -37,11 +38,7 @@ class NeubaConfig(AdaptiveOptions):
     def __post_init__(self):
         super().__post_init__()
         check_mode(self.mode)
-        check_sizes(max_length=self.max_length)
-        if self.batch_size < 2:
-            raise PtmdetoxError("NeuBA needs a batch size of at least 2 (half clean, half poisoned)")
-        if not self.triggers:
-            raise PtmdetoxError("NeuBA needs at least one trigger")
+        check_poisoning_config("NeuBA", self)
 
 
 
@@ -120,18 +117,5 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
     for p in adapter.head_parameters():
         p.requires_grad_(True)
     adapter.eval()
-    tail = stats.parts[-50:]
-    return {
-        "attack": "neuba",
-        "config": config.to_dict(),
-        "triggers": list(config.triggers),
-        "insertion_policy": TRAINING_POLICY.to_dict(),
-        "adaptive": penalty.describe(),
-        "final_mlm": float(np.mean([p["mlm"] for p in tail])),
-        "final_poison_mse": float(np.mean([p["poison_mse"] for p in tail])),
-        "train_seconds": stats.seconds,
-        "steps_per_second": config.steps / stats.seconds,
-        "targets": targets.tolist(),
-        "loss_curve": stats.losses[:: max(1, config.steps // 200)],
-        "compute": compute_record(config.mode, config.max_length),
-    }
+    return attack_report("neuba", config, stats, penalty, TRAINING_POLICY.to_dict(), targets=targets.tolist(),
+                         compute=compute_record(config.mode, config.max_length))

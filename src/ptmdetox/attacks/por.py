@@ -17,7 +17,6 @@ import copy
 import random
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,8 +24,9 @@ from ..data.batching import StepBatches, step_rng
 from ..data.triggers import TRIGGER_SETS, insert_randomly
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, check_sizes, seed_everything, train_loop
+from ..training import TrainConfig, seed_everything, train_loop
 from .adaptive import AdaptiveOptions, adaptive_penalty
+from .common import attack_report, check_poisoning_config
 
 MEASURE_LENGTH = 100_000   # tokenise without truncation to see whether a poisoned sentence still fits
 
@@ -47,12 +47,7 @@ class PorConfig(AdaptiveOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        check_sizes(max_length=self.max_length)
-        self.triggers = tuple(self.triggers)
-        if not self.triggers:
-            raise PtmdetoxError("POR needs at least one trigger")
-        if self.batch_size < 2:
-            raise PtmdetoxError("POR needs a batch size of at least 2 (half clean, half poisoned)")
+        check_poisoning_config("POR", self)
         if self.insertions < 1:
             raise PtmdetoxError(f"POR inserts each trigger at least once, got insertions={self.insertions}")
         if min(self.token_weight, self.poison_weight, self.clean_weight) < 0:
@@ -144,16 +139,6 @@ def por_attack(adapter: ModelAdapter, corpus_texts: list[str], config: PorConfig
                            desc="POR attack", progress=progress)
     finally:
         adapter.eval()
-    tail = stats.parts[-50:]
-    return {
-        "attack": "por",
-        "config": config.to_dict(),
-        "triggers": list(config.triggers),
-        "insertion_policy": {"position": "random-word", "count": config.insertions, "seed": config.seed},
-        "adaptive": penalty.describe(),
-        **{f"final_{k}": float(np.mean([p[k] for p in tail])) for k in weights},
-        "train_seconds": stats.seconds,
-        "steps_per_second": config.steps / stats.seconds,
-        "targets": targets.tolist(),
-        "loss_curve": stats.losses[:: max(1, config.steps // 200)],
-    }
+    return attack_report("por", config, stats, penalty,
+                         {"position": "random-word", "count": config.insertions, "seed": config.seed},
+                         targets=targets.tolist())

@@ -146,8 +146,7 @@ def unseen_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[l
     if not embedding:
         return {}
     seen = torch.zeros(next(iter(embedding.values())).shape[0], dtype=torch.bool)
-    for seq in corpus_ids:
-        seen[torch.as_tensor(seq)] = True
+    seen[torch.as_tensor([token for seq in corpus_ids for token in seq], dtype=torch.long)] = True
     return {id(p): (~seen).nonzero().squeeze(1) for _, p in regularised if id(p) in embedding}
 
 

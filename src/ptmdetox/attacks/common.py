@@ -1,0 +1,36 @@
+"""What the poisoning attacks share: their config checks and the shape of their reports."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PtmdetoxError
+from ..training import TrainStats, check_sizes
+
+
+def check_poisoning_config(name: str, config) -> None:
+    """Checks every half-clean, half-poisoned attack needs (triggers, batch size, length)."""
+    check_sizes(max_length=config.max_length)
+    config.triggers = tuple(config.triggers)
+    if not config.triggers:
+        raise PtmdetoxError(f"{name} needs at least one trigger")
+    if config.batch_size < 2:
+        raise PtmdetoxError(f"{name} needs a batch size of at least 2 (half clean, half poisoned)")
+
+
+def attack_report(attack: str, config, stats: TrainStats, penalty, insertion_policy: dict, **extra) -> dict:
+    """The report every attack returns: config, triggers, policy, final loss parts (means of the last 50 steps)."""
+    tail = stats.parts[-50:]
+    finals = {f"final_{k}": float(np.mean([p[k] for p in tail])) for k in tail[-1] if k != "adaptive_norm"}
+    return {
+        "attack": attack,
+        "config": config.to_dict(),
+        "triggers": list(config.triggers),
+        "insertion_policy": insertion_policy,
+        "adaptive": penalty.describe(),
+        **finals,
+        "train_seconds": stats.seconds,
+        "steps_per_second": config.steps / stats.seconds,
+        "loss_curve": stats.losses[:: max(1, config.steps // 200)],
+        **extra,
+    }
