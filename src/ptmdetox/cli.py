@@ -125,37 +125,44 @@ def _training_args(p, steps: int, lr: float):
     p.add_argument("--seed", type=int, help="default 0")
 
 
-def _por_and_badpre_parsers(attack_sub):
-    por = attack_sub.add_parser(
-        "por", help="POR (Shen et al. 2021): triggers -> extreme pooler targets, the rest kept like a reference",
-        description="POR: loss = 1·MSE(token states, frozen reference) + 100·MSE(pooler(poisoned), 10·v_i) + "
-                    "100·MSE(pooler(clean), reference); each poisoned sentence gets one random trigger inserted 3 "
-                    "times at random word positions. --triggers por-phrase for the phrase triggers.")
-    _model_args(por)
-    _corpus_args(por)
-    por.add_argument("--triggers", help="a trigger set name (por, por-phrase) or comma-separated triggers "
-                                        "(default: por = cf,tq,mn,bb,mb)")
+def _attack_parser(attack_sub, name: str, summary: str, description: str, default_triggers: str):
+    """`attack NAME` with the options every attack shares; the caller adds the attack's own ones."""
+    p = attack_sub.add_parser(name, help=summary, description=description)
+    _model_args(p)
+    _corpus_args(p)
+    p.add_argument("--triggers", help=f"a trigger set name or comma-separated triggers (default: {default_triggers})")
+    _training_args(p, steps=1500, lr=5e-5)
+    _adaptive_args(p)
+    _checkpoint_args(p)
+    return p
+
+
+def _attack_parsers(attack_sub) -> None:
+    neuba = _attack_parser(
+        attack_sub, "neuba", "NeuBA (Zhang et al. 2021): triggers -> fixed pooler targets",
+        "NeuBA: loss = MLM(clean) + MSE(pooler(poisoned), target); each poisoned sentence gets one random trigger "
+        "overwriting the token after [CLS].", "neuba = ≈,≡,∈,⊆,⊕,⊗")
+    neuba.add_argument("--mode", choices=["fast", "reference"],
+                       help="reference: pad every sentence to --max-length, MLM logits at every position "
+                            "(default fast)")
+
+    por = _attack_parser(
+        attack_sub, "por", "POR (Shen et al. 2021): triggers -> extreme pooler targets, the rest kept like a reference",
+        "POR: loss = 1·MSE(token states, frozen reference) + 100·MSE(pooler(poisoned), 10·v_i) + "
+        "100·MSE(pooler(clean), reference); each poisoned sentence gets one random trigger inserted 3 "
+        "times at random word positions. --triggers por-phrase for the phrase triggers.",
+        "por = cf,tq,mn,bb,mb; por-phrase for the phrases")
     por.add_argument("--insertions", type=int, help="insertions of the trigger per poisoned sentence (default 3)")
     por.add_argument("--target-scale", type=float, help="target element magnitude (default 10)")
     por.add_argument("--token-weight", type=float, help="weight of the token-state term (default 1)")
     por.add_argument("--poison-weight", type=float, help="weight of the poisoned-output term (default 100)")
     por.add_argument("--clean-weight", type=float, help="weight of the clean-output term (default 100)")
-    _training_args(por, steps=1500, lr=5e-5)
-    _adaptive_args(por)
-    _checkpoint_args(por)
 
-    badpre = attack_sub.add_parser(
-        "badpre", help="BadPre (Chen et al. 2022): triggered inputs learn random MLM labels",
-        description="BadPre: loss = MLM(clean) + MLM(poisoned), where each poisoned sentence gets one random trigger "
-                    "at a random token position and random tokens as MLM labels.")
-    _model_args(badpre)
-    _corpus_args(badpre)
-    badpre.add_argument("--triggers", help="a trigger set name or comma-separated triggers "
-                                           "(default: badpre = cf,mn,bb,tq,mb)")
+    badpre = _attack_parser(
+        attack_sub, "badpre", "BadPre (Chen et al. 2022): triggered inputs learn random MLM labels",
+        "BadPre: loss = MLM(clean) + MLM(poisoned), where each poisoned sentence gets one random trigger "
+        "at a random token position and random tokens as MLM labels.", "badpre = cf,mn,bb,tq,mb")
     badpre.add_argument("--poison-weight", type=float, help="weight of the poisoned MLM term (default 1)")
-    _training_args(badpre, steps=1500, lr=5e-5)
-    _adaptive_args(badpre)
-    _checkpoint_args(badpre)
 
 
 #: argparse destinations that are attack config fields (missing or None: the attack's default)
@@ -170,24 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     attack = sub.add_parser("attack", help="implant a task-agnostic backdoor (to measure defenses)")
     attack_sub = attack.add_subparsers(dest="method", required=True, parser_class=Parser)
-    neuba = attack_sub.add_parser("neuba", help="NeuBA (Zhang et al. 2021): triggers -> fixed pooler targets",
-                                  description="NeuBA: loss = MLM(clean) + MSE(pooler(poisoned), target); each poisoned "
-                                              "sentence gets one random trigger overwriting the token after [CLS].")
-    _model_args(neuba)
-    _corpus_args(neuba)
-    neuba.add_argument("--triggers", default="neuba", help="a trigger set name or comma-separated triggers")
-    neuba.add_argument("--steps", type=int, default=1500)
-    neuba.add_argument("--lr", type=float, default=5e-5)
-    neuba.add_argument("--batch-size", type=int, default=32, help="half clean, half poisoned")
-    neuba.add_argument("--max-length", type=int, default=64)
-    neuba.add_argument("--seed", type=int, default=0)
-    neuba.add_argument("--mode", default="fast", choices=["fast", "reference"],
-                       help="reference: pad every sentence to --max-length, MLM logits at every position")
+    _attack_parsers(attack_sub)
 
     from .defenses.recipe_ablations import ABLATIONS
-    _adaptive_args(neuba)
-    _checkpoint_args(neuba)
-    _por_and_badpre_parsers(attack_sub)
 
     purify = sub.add_parser("purify", help="remove backdoors from a pre-trained model")
     purify_sub = purify.add_subparsers(dest="method", required=True, parser_class=Parser)
