@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from ptmdetox.bench import load_suite, run_suite, triggers_by_model
+from ptmdetox.bench import _chain, _resolved, load_suite, run_suite, triggers_by_model
 from ptmdetox.cli import main
 from ptmdetox.errors import PtmdetoxError
 
@@ -100,8 +100,18 @@ def test_bad_defense_options_and_sweeps_are_one_line_errors(tmp_path, base):
         load_suite(no_values)
 
 
-@pytest.mark.parametrize("name", ["paper-text", "paper-sweeps", "foundation"])
+@pytest.mark.parametrize("name", ["paper-text", "paper-sweeps", "paper-attacks", "foundation"])
 def test_shipped_suites_load(name):
     for quick in (False, True):
         suite = load_suite(name, quick)
         assert suite["models"] and suite["tasks"]
+
+
+def test_paper_attacks_shares_models_and_protocol_with_paper_text():
+    attacks, text = load_suite("paper-attacks"), load_suite("paper-text")
+    for key in ("model", "aux", "policy", "finetune", "seeds"):
+        assert attacks[key] == text[key]
+    for task in attacks["tasks"]:
+        assert attacks["tasks"][task] == text["tasks"][task]
+    for model in ("por", "por+recipe", "badpre", "badpre+recipe"):
+        assert [_resolved(s) for s in _chain(attacks, model)] == [_resolved(s) for s in _chain(text, model)]

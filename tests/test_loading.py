@@ -52,6 +52,14 @@ def test_resolve_a_local_folder(tiny_model):
     assert checkpoint.config["model_type"] == "bert"
 
 
+def test_folder_name_with_glob_characters_loads(tiny_model, tmp_path):
+    odd = tmp_path / "run[1]*?"
+    shutil.copytree(tiny_model, odd)
+    checkpoint = resolve(str(odd))
+    assert checkpoint.has_safetensors
+    assert models.create(str(odd)).hidden_size > 0
+
+
 def test_missing_config_json(tiny_model):
     os.remove(os.path.join(tiny_model, "config.json"))
     with pytest.raises(PtmdetoxError, match="no config.json"):

@@ -223,6 +223,26 @@ def test_keep_loss_uses_a_frozen_teacher(tiny_model, tiny_corpus):
     assert report["norm_after"] < report["norm_before"]
 
 
+@pytest.mark.parametrize("keep_input, passes_per_step", [("masked", 1), ("clean", 2)])
+def test_keep_with_mlm_reuses_the_mlm_forward_unless_asked_for_a_clean_pass(tiny_model, tiny_corpus, monkeypatch,
+                                                                          keep_input, passes_per_step):
+    adapter = models.create(tiny_model)
+    calls = []
+    encode = adapter.encode
+    monkeypatch.setattr(adapter, "encode", lambda batch: calls.append(batch) or encode(batch))
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
+                           fast(pretrain_loss="mlm+keep", keep_input=keep_input, steps=3), progress=False)
+    assert set(report["final_parts"]) == {"norm", "mlm", "keep"}
+    assert report["final_parts"]["keep"] > 0.0          # the student has moved away from its frozen start
+    assert len(calls) == 3 * passes_per_step
+    assert sum("labels" in b for b in calls) == 3        # one masked MLM pass per step either way
+
+
+def test_unknown_keep_input_is_refused():
+    with pytest.raises(PtmdetoxError, match="keep_input"):
+        RecipeConfig(keep_input="both")
+
+
 def test_dynamic_masking_and_epochs(tiny_model, tiny_corpus):
     adapter = models.create(tiny_model)
     texts = read_corpus(tiny_corpus).texts[:40]

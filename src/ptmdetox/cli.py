@@ -203,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="token-embedding rows the penalty covers when the embedding matrix is regularised: only "
                              "those of tokens absent from the auxiliary corpus (default) or all")
     recipe.add_argument("--loss", dest="pretrain_loss", choices=["mlm", "keep", "mlm+keep", "none"],
-                        help="pre-training loss (default mlm)")
+                        help="pre-training loss (default: the preset's; cpu: mlm+keep, paper: mlm)")
+    recipe.add_argument("--keep-input", choices=["masked", "clean"],
+                        help="with mlm+keep: compute keep on the MLM batch's own forward (default, one pass) or on a "
+                             "second, unmasked pass")
     recipe.add_argument("--masking", choices=["static", "dynamic"])
     recipe.add_argument("--lr", type=float)
     recipe.add_argument("--steps", type=int)
@@ -393,7 +396,8 @@ def run(args) -> int:
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
-                        embedding_rows=args.embedding_rows, masking=args.masking, batch_size=args.batch_size,
+                        embedding_rows=args.embedding_rows, keep_input=args.keep_input, masking=args.masking,
+                        batch_size=args.batch_size,
                         max_length=args.max_length, seed=args.seed, mode=args.mode, bf16=args.bf16 or None,
                         compile=args.compile or None, snapshot_steps=args.snapshot_steps)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,

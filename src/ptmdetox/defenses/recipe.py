@@ -8,9 +8,11 @@ Two presets:
   about lr per step whatever λ is, so the paper's lr × steps product is kept in the same range with ~10× fewer
   steps at ~10× the learning rate. It also regularises the family's `extended` set: for BERT the word embeddings
   and the pooler, which MLM on auxiliary text cannot protect (see docs/results.md for the measurements), and its
-  pre-training loss is MLM plus a "keep" term (MSE between the model's and the starting model's last hidden
-  states on clean auxiliary text), which holds the clean behaviour in place while the penalty shrinks weights: the
-  embedded MiniLM is a sentence-embedding model whose MLM is a weak anchor (measured: ACC cost 2.1 → 1.2 points).
+  pre-training loss is MLM plus a "keep" term (MSE between the model's and the frozen starting model's last hidden
+  states on the same auxiliary batch), which holds the clean behaviour in place while the penalty shrinks weights:
+  the embedded MiniLM is a sentence-embedding model whose MLM is a weak anchor (docs/results.md). By default keep
+  reuses the MLM batch's forward pass (`keep_input="masked"`), so it costs one no-grad teacher forward per step;
+  `keep_input="clean"` adds a second student pass on the unmasked batch.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
 MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen")
+KEEP_INPUTS = ("masked", "clean")
 
 
 @dataclass
@@ -47,6 +50,7 @@ class RecipeConfig:
     embedding_rows: str = "unseen"           # penalise all token-embedding rows, or only those absent from the corpus
     pretrain_loss: str = "mlm+keep"         # the cpu preset's; the paper preset uses "mlm"
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
+    keep_input: str = "masked"               # with MLM: keep on the MLM batch's own forward, or a second clean pass
     lr: float = 2e-4
     steps: int | None = 600                  # None: run `epochs` over the corpus
     epochs: float | None = None
@@ -86,6 +90,8 @@ class RecipeConfig:
         if self.embedding_rows not in EMBEDDING_ROWS:
             raise PtmdetoxError(f"unknown embedding_rows '{self.embedding_rows}' "
                                 f"(choose from {', '.join(EMBEDDING_ROWS)})")
+        if self.keep_input not in KEEP_INPUTS:
+            raise PtmdetoxError(f"unknown keep_input '{self.keep_input}' (choose from {', '.join(KEEP_INPUTS)})")
         if self.masking not in MASKING:
             raise PtmdetoxError(f"unknown masking '{self.masking}' (choose from {', '.join(MASKING)})")
         if self.lam < 0:
@@ -228,6 +234,7 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
             reg = regularisation(reg_weights, config.norm, reg_rows)
             loss = loss + config.lam * reg
             parts["norm"] = float(reg.detach())
+        hidden = batch = None
         if uses_mlm:
             if static is not None:
                 batch = adapter.collate([static[0][i] for i in index], [static[1][i] for i in index])
@@ -238,12 +245,10 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
             loss = loss + mlm
             parts["mlm"] = float(mlm.detach())
         if teacher is not None:
-            clean = adapter.collate([ids[i] for i in index])
-            hidden, _ = adapter.encode(clean)
-            with torch.no_grad():
-                target = teacher(**clean).last_hidden_state
-            real = clean["attention_mask"].bool()
-            keep = F.mse_loss(hidden[real], target[real])
+            if hidden is None or config.keep_input == "clean":
+                batch = adapter.collate([ids[i] for i in index])
+                hidden, _ = adapter.encode(batch)
+            keep = _keep_loss(teacher, batch, hidden)
             loss = loss + config.keep_weight * keep
             parts["keep"] = float(keep.detach())
         return loss, parts
@@ -278,6 +283,16 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         "notes": list(getattr(adapter, "notes", [])),
         **snapshots,
     }
+
+
+def _keep_loss(teacher, batch: dict, hidden: torch.Tensor) -> torch.Tensor:
+    """MSE between the student's last hidden states and the frozen starting model's, on the same inputs, over
+    real (non-padding) positions."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        target = teacher(**inputs).last_hidden_state
+    real = batch["attention_mask"].bool()
+    return F.mse_loss(hidden[real].float(), target[real].float())
 
 
 def _both(first, second):

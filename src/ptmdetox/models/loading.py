@@ -108,8 +108,9 @@ def resolve(source: str | None) -> Checkpoint:
         config = _read_config(path)
         _refuse_remote_code(config, path)
         _check_tokenizer(path)
-        has_st = bool(glob.glob(os.path.join(path, "*.safetensors")))
-        pickles = sorted(f for pattern in PICKLE_PATTERNS for f in glob.glob(os.path.join(path, pattern)))
+        literal = glob.escape(path)   # a folder named like "run[1]" is a path, not a pattern
+        has_st = bool(glob.glob(os.path.join(literal, "*.safetensors")))
+        pickles = sorted(f for pattern in PICKLE_PATTERNS for f in glob.glob(os.path.join(literal, pattern)))
         if not has_st and not pickles:
             raise PtmdetoxError(f"{path}: no weight files (*.safetensors or a pickle checkpoint)")
         return Checkpoint(source, path, True, config, has_st, pickles)
@@ -178,7 +179,7 @@ def stored_elements(folder: str) -> int:
     from safetensors import safe_open
 
     total = 0
-    for file in glob.glob(os.path.join(folder, "*.safetensors")):
+    for file in glob.glob(os.path.join(glob.escape(folder), "*.safetensors")):
         try:
             with safe_open(file, framework="pt") as f:
                 for key in f.keys():
