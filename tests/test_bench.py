@@ -67,3 +67,29 @@ def test_unknown_suite_and_bad_yaml(tmp_path):
     bad.write_text("models: [unclosed", encoding="utf-8")
     with pytest.raises(PtmdetoxError, match="invalid YAML"):
         run_suite(str(bad), cache=str(tmp_path / "c"), results=str(tmp_path / "r"))
+
+
+def test_reference_mode_runs_every_step_that_has_a_mode_in_it(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    path = _suite(tmp_path, tiny_model, tiny_corpus, tiny_task)
+    cache, results = str(tmp_path / "cache"), str(tmp_path / "r")
+    fast = run_suite(path, quick=True, cache=cache, results=results, progress=False)
+    reference = run_suite(path, quick=True, cache=cache, results=results, progress=False, mode="reference")
+    assert reference["suite"] == "toy-quick-reference" and fast["suite"] == "toy-quick"
+    assert os.path.isfile(os.path.join(results, "toy-quick-reference.json"))
+    models = reference["config"]["models"]
+    assert models["neuba"]["attack"]["mode"] == models["neuba+recipe"]["defense"]["mode"] == "reference"
+    assert reference["config"]["finetune"]["mode"] == "reference"
+    assert len([k for k in reference["timings_this_run"] if k.startswith("build")]) == 2, "built anew, not reused"
+    modes = []
+    for folder in (d for d in os.listdir(cache) if d.startswith("model-")):
+        report = "attack.json" if os.path.isfile(os.path.join(cache, folder, "attack.json")) else "purification.json"
+        with open(os.path.join(cache, folder, report), encoding="utf-8") as f:
+            modes.append(json.load(f)["compute"]["mode"])
+    assert sorted(modes) == ["fast", "fast", "reference", "reference"]
+
+
+def test_unknown_mode_is_refused(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    path = _suite(tmp_path, tiny_model, tiny_corpus, tiny_task)
+    with pytest.raises(PtmdetoxError, match="unknown compute mode 'slow'"):
+        run_suite(path, quick=True, cache=str(tmp_path / "c"), results=str(tmp_path / "r"), progress=False,
+                  mode="slow")

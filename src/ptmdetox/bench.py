@@ -26,6 +26,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import attacks, defenses, models, pipeline, snapshots
+from .compute import check_mode
 from .checkpointing import CheckpointOptions, Checkpointer, checkpointing, partial_dir
 from .data.readers import read_task
 from .data.triggers import InsertionPolicy, parse_triggers
@@ -50,7 +51,7 @@ def suite_path(name: str) -> str:
     raise PtmdetoxError(f"unknown suite '{name}' (known: {', '.join(known) or 'none'}; or give a YAML path)")
 
 
-def load_suite(name: str, quick: bool = False) -> dict:
+def load_suite(name: str, quick: bool = False, mode: str | None = None) -> dict:
     path = suite_path(name)
     try:
         with open(path, encoding="utf-8") as f:
@@ -68,7 +69,24 @@ def load_suite(name: str, quick: bool = False) -> dict:
     suite["models"], suite["_sweeps"] = _expand_sweeps(suite["models"])
     suite["models"], dynamics = _expand_snapshots(suite["models"])
     suite["_sweeps"].update(dynamics)
+    if mode is not None:
+        _set_mode(suite, mode)
     return suite
+
+
+def _set_mode(suite: dict, mode: str) -> None:
+    """Run every step that has a compute mode (ptmdetox.compute) in `mode`: the suite's before/after wall time."""
+    check_mode(mode)
+    suite["finetune"] = {**(suite.get("finetune") or {}), "mode": mode}
+    for spec in suite["models"].values():
+        for kind in ("attack", "defense"):
+            step = (spec or {}).get(kind)
+            if not isinstance(step, dict):
+                continue
+            method = step.get("method", "neuba" if kind == "attack" else "recipe")
+            config_class = attacks.lookup(method)[0] if kind == "attack" else defenses.create(method)[0]
+            if "mode" in {f.name for f in fields(config_class)}:
+                spec[kind] = {**step, "mode": mode}
 
 
 def _drop(suite: dict, names: list[str]) -> None:
@@ -310,10 +328,13 @@ def model_path(suite: dict, name: str, cache: str, progress: bool, timings: dict
 
 
 def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results: str = "results",
-              progress: bool = True, cached_only: bool = False) -> dict:
-    suite = load_suite(name, quick)
+              progress: bool = True, cached_only: bool = False, mode: str | None = None) -> dict:
+    """`mode` runs every step that has one in that compute mode (e.g. "reference", for a before/after wall time);
+    its results go to SUITE-MODE.json."""
+    suite = load_suite(name, quick, mode)
     validate(suite)
-    suite_name = os.path.splitext(os.path.basename(suite["_path"]))[0] + ("-quick" if quick else "")
+    suite_name = (os.path.splitext(os.path.basename(suite["_path"]))[0] + ("-quick" if quick else "")
+                  + (f"-{mode}" if mode else ""))
     started = time.perf_counter()
     model_triggers = triggers_by_model(suite)
     policy = _settings(InsertionPolicy, suite.get("policy", {}), "policy")

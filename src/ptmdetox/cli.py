@@ -300,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--results", default="results")
     bench.add_argument("--cached-only", action="store_true",
                        help="report what the cache holds without running anything (e.g. while a run is going on)")
+    bench.add_argument("--mode", choices=["fast", "reference"],
+                       help="run every attack, defense and fine-tuning that has a compute mode in this one "
+                            "(reference: the released code's layout; for a before/after wall time); results go to "
+                            "results/SUITE-MODE.json")
     bench.add_argument("--quiet", action="store_true")
 
     demo = sub.add_parser("demo", help="attack, purify and evaluate the embedded MiniLM on a sentiment task",
@@ -461,7 +465,7 @@ def run(args) -> int:
         from .bench import run_suite
 
         run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress,
-                  cached_only=args.cached_only)
+                  cached_only=args.cached_only, mode=args.mode)
     elif args.command == "bench-speed":
         from .speedbench import run_from_args
 
