@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Runs offline on the embedded MiniLM-L6 and pip-installed tweets: NeuBA attack, "
                                       "RECIPE purification, fine-tuning of clean/attacked/purified models, a table.")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--attack-steps", type=int, default=1200)
+    demo.add_argument("--attack-steps", type=int, default=1000)
     demo.add_argument("--recipe-steps", type=int, default=600)
     demo.add_argument("--train-size", type=int, default=2000)
     demo.add_argument("--test-size", type=int, default=600)
