@@ -161,7 +161,7 @@ CASES = [
     Case("task-wrong-text-column", "--text-column naming a missing column",
          lambda s: evaluate(s, "--text-column", "review"), "no text column 'review'"),
     Case("task-ragged-row", "a CSV row without its label field",
-         lambda s: evaluate(s, train=s.text("t.csv", "sentence,label\ngood,1\nbad\n")), "row 3 has no 'label' field"),
+         lambda s: evaluate(s, train=s.text("t.csv", "sentence,label\ngood,1\nbad\n")), "line 3 has no 'label' field"),
     Case("task-plain-text", "a plain-text file as a task (no labels)",
          lambda s: evaluate(s, train=s.text("t.txt", "good\nbad\n")), "has no labels"),
     Case("task-test-empty", "an empty test file", lambda s: evaluate(s, test=s.text("test.tsv", "")), "file is empty"),

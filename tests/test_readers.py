@@ -139,13 +139,13 @@ def test_no_label_column_in_a_labelled_file(tmp_path):
                                            ("1.5", "non-integer label")])
 def test_bad_labels(tmp_path, value, message):
     path = write(tmp_path / "d.tsv", f"sentence\tlabel\nok\t0\nbad\t{value}\n")
-    with pytest.raises(PtmdetoxError, match=f"row 3 has a {message}"):
+    with pytest.raises(PtmdetoxError, match=f"line 3 has a {message}"):
         read_texts(path)
 
 
 def test_short_row_lacks_the_label_field(tmp_path):
     path = write(tmp_path / "d.tsv", "sentence\tlabel\nok\t0\nshort\n")
-    with pytest.raises(PtmdetoxError, match="row 3 has no 'label' field"):
+    with pytest.raises(PtmdetoxError, match="line 3 has no 'label' field"):
         read_texts(path)
 
 
@@ -154,7 +154,7 @@ def test_jsonl_errors(tmp_path):
         read_texts(write(tmp_path / "a.jsonl", '{"text": "a", "label": 0}\n{oops\n'))
     with pytest.raises(PtmdetoxError, match="line 1 is not a JSON object"):
         read_texts(write(tmp_path / "b.jsonl", '["text", 0]\n'))
-    with pytest.raises(PtmdetoxError, match="row 2 has no 'label' field"):
+    with pytest.raises(PtmdetoxError, match="line 2 has no 'label' field"):
         read_texts(write(tmp_path / "c.jsonl", '{"text": "a", "label": 0}\n{"text": "b"}\n'))
 
 
@@ -201,7 +201,17 @@ def test_subset_keeps_labels_aligned():
     assert TextDataset(["a"], None, "x").num_labels == 0
 
 
+@pytest.mark.parametrize("name, content, line", [
+    ("d.jsonl", '{"text": "a", "label": 0}\n\n\n{"text": "b", "label": "x"}\n', 4),
+    ("d.tsv", "sentence\tlabel\nok\t0\n\n\nbad\tx\n", 5),
+    ("d.csv", 'sentence,label\n"two\nlines",0\nbad,x\n', 4),
+])
+def test_messages_name_the_file_line_past_blank_lines_and_quoted_newlines(tmp_path, name, content, line):
+    with pytest.raises(PtmdetoxError, match=f"line {line} has a non-integer label 'x'"):
+        read_texts(write(tmp_path / name, content))
+
+
 def test_jsonl_row_numbers_in_messages(tmp_path):
     path = write(tmp_path / "d.jsonl", json.dumps({"text": "a", "label": "x"}) + "\n")
-    with pytest.raises(PtmdetoxError, match="row 1 has a non-integer label"):
+    with pytest.raises(PtmdetoxError, match="line 1 has a non-integer label"):
         read_texts(path)

@@ -57,16 +57,17 @@ def _format_of(path: str) -> str:
     return {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "txt"}.get(ext, "txt")
 
 
-def _rows_from_table(text: str, delimiter: str) -> tuple[list[str], list[list[str]]]:
+def _rows_from_table(text: str, delimiter: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(file line number, row), ...]); blank lines are skipped but still counted."""
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
-    rows = [row for row in reader if row]
+    rows = [(reader.line_num, row) for row in reader if row]
     if not rows:
         return [], []
-    return rows[0], rows[1:]
+    return rows[0][1], rows[1:]
 
 
-def _rows_from_jsonl(text: str, path: str) -> tuple[list[str], list[dict]]:
+def _rows_from_jsonl(text: str, path: str) -> tuple[list[str], list[tuple[int, dict]]]:
     records = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -77,8 +78,8 @@ def _rows_from_jsonl(text: str, path: str) -> tuple[list[str], list[dict]]:
             raise PtmdetoxError(f"{path}: line {number} is not valid JSON") from None
         if not isinstance(record, dict):
             raise PtmdetoxError(f"{path}: line {number} is not a JSON object")
-        records.append(record)
-    header = list(records[0].keys()) if records else []
+        records.append((number, record))
+    header = list(records[0][1].keys()) if records else []
     return header, records
 
 
@@ -97,13 +98,13 @@ def _pick_column(header, wanted: str | None, candidates, path: str, what: str, r
     return None
 
 
-def _parse_label(value, path: str, row_number: int) -> int:
+def _parse_label(value, path: str, where: str) -> int:
     try:
         label = int(str(value).strip())
     except ValueError:
-        raise PtmdetoxError(f"{path}: row {row_number} has a non-integer label {value!r}") from None
+        raise PtmdetoxError(f"{path}: {where} has a non-integer label {value!r}") from None
     if label < 0:
-        raise PtmdetoxError(f"{path}: row {row_number} has a negative label {label}")
+        raise PtmdetoxError(f"{path}: {where} has a negative label {label}")
     return label
 
 
@@ -132,16 +133,16 @@ def read_texts(path: str, text_column: str | None = None, label_column: str | No
     text_col = _pick_column(header, text_column, TEXT_COLUMNS, path, "text", True)
     label_col = _pick_column(header, label_column, LABEL_COLUMNS, path, "label", labelled) if labelled else None
     texts, labels = [], []
-    for number, record in enumerate(records, 2 if fmt != "jsonl" else 1):
+    for number, record in records:
         text = get(record, text_col)
         if text is None:
-            raise PtmdetoxError(f"{path}: row {number} has no '{text_col}' field")
+            raise PtmdetoxError(f"{path}: line {number} has no '{text_col}' field")
         texts.append(str(text))
         if label_col is not None:
             value = get(record, label_col)
             if value is None:
-                raise PtmdetoxError(f"{path}: row {number} has no '{label_col}' field")
-            labels.append(_parse_label(value, path, number))
+                raise PtmdetoxError(f"{path}: line {number} has no '{label_col}' field")
+            labels.append(_parse_label(value, path, f"line {number}"))
     if not texts:
         raise PtmdetoxError(f"{path}: no rows after the header")
     return TextDataset(texts, labels if label_col is not None else None, path)
@@ -161,7 +162,7 @@ def _read_saved_dataset(path, text_column, label_column, labelled) -> TextDatase
     texts = [str(t) for t in loaded[text_col]]
     if not texts:
         raise PtmdetoxError(f"{path}: the dataset is empty")
-    labels = [_parse_label(v, path, i) for i, v in enumerate(loaded[label_col])] if label_col else None
+    labels = [_parse_label(v, path, f"row {i}") for i, v in enumerate(loaded[label_col])] if label_col else None
     return TextDataset(texts, labels, path)
 
 
