@@ -7,7 +7,7 @@ import torch
 
 from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
-from ptmdetox.defenses.recipe import (RecipeConfig, _total_steps, preset, recipe_purify, regularisation,
+from ptmdetox.defenses.recipe import (RecipeConfig, _keep_loss, _total_steps, preset, recipe_purify, regularisation,
                                       select_parameters, weight_norm)
 from ptmdetox.errors import PtmdetoxError
 
@@ -241,6 +241,26 @@ def test_keep_with_mlm_reuses_the_mlm_forward_unless_asked_for_a_clean_pass(tiny
 def test_unknown_keep_input_is_refused():
     with pytest.raises(PtmdetoxError, match="keep_input"):
         RecipeConfig(keep_input="both")
+    with pytest.raises(PtmdetoxError, match="keep_positions"):
+        RecipeConfig(keep_positions="cls")
+
+
+def test_keep_on_token_positions_leaves_the_representation_position_free(tiny_model, tiny_corpus):
+    """With keep_positions="tokens" and keep alone, nothing anchors the [CLS] state: a batch's keep term is blind
+    to it, while "all" is not."""
+    adapter = models.create(tiny_model)
+    batch = adapter.collate(adapter.tokenize(read_corpus(tiny_corpus).texts[:4], 32))
+    teacher = adapter.backbone
+    hidden, _ = adapter.encode(batch)
+    moved = hidden.detach().clone()
+    moved[:, 0] += 1.0
+    tokens, real = adapter.token_positions(batch), batch["attention_mask"].bool()
+    assert not tokens[:, 0].any() and tokens[:, 1:].equal(real[:, 1:])
+    with torch.no_grad():
+        blind = float(_keep_loss(teacher, batch, moved, tokens)), float(_keep_loss(teacher, batch, hidden, tokens))
+        seen = float(_keep_loss(teacher, batch, moved, real)), float(_keep_loss(teacher, batch, hidden, real))
+    assert blind[0] == pytest.approx(blind[1], abs=1e-6)
+    assert seen[0] > seen[1] + 0.01
 
 
 def test_dynamic_masking_and_epochs(tiny_model, tiny_corpus):

@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--keep-input", choices=["masked", "clean"],
                         help="with mlm+keep: compute keep on the MLM batch's own forward (default, one pass) or on a "
                              "second, unmasked pass")
+    recipe.add_argument("--keep-positions", choices=["all", "tokens"],
+                        help="positions keep compares: every real one, or all but the representation's ([CLS]), "
+                             "which task-agnostic backdoors target")
     recipe.add_argument("--masking", choices=["static", "dynamic"])
     recipe.add_argument("--lr", type=float)
     recipe.add_argument("--steps", type=int)
@@ -400,7 +403,8 @@ def run(args) -> int:
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
-                        embedding_rows=args.embedding_rows, keep_input=args.keep_input, masking=args.masking,
+                        embedding_rows=args.embedding_rows, keep_input=args.keep_input,
+                        keep_positions=args.keep_positions, masking=args.masking,
                         batch_size=args.batch_size,
                         max_length=args.max_length, seed=args.seed, mode=args.mode, bf16=args.bf16 or None,
                         compile=args.compile or None, snapshot_steps=args.snapshot_steps)

@@ -87,11 +87,10 @@ def frozen_reference(adapter: ModelAdapter) -> ModelAdapter:
     return reference
 
 
-def por_loss_parts(hidden, rep, ref_hidden, ref_rep, attention_mask, targets, clean_count: int) -> dict:
-    """The three MSE terms; token states compared at every real position but the first."""
-    real = attention_mask[:, 1:].bool()
+def por_loss_parts(hidden, rep, ref_hidden, ref_rep, token_positions, targets, clean_count: int) -> dict:
+    """The three MSE terms; token states compared at every real position but the representation's ([CLS])."""
     return {
-        "token_mse": F.mse_loss(hidden[:, 1:][real], ref_hidden[:, 1:][real]),
+        "token_mse": F.mse_loss(hidden[token_positions], ref_hidden[token_positions]),
         "poison_mse": F.mse_loss(rep[clean_count:], targets),
         "clean_mse": F.mse_loss(rep[:clean_count], ref_rep[:clean_count]),
     }
@@ -128,7 +127,7 @@ def por_attack(adapter: ModelAdapter, corpus_texts: list[str], config: PorConfig
         hidden, rep = adapter.states_and_representation(batch)
         with torch.no_grad():
             ref_hidden, ref_rep = reference.states_and_representation(batch)
-        terms = por_loss_parts(hidden, rep, ref_hidden, ref_rep, batch["attention_mask"],
+        terms = por_loss_parts(hidden, rep, ref_hidden, ref_rep, adapter.token_positions(batch),
                                targets[torch.as_tensor(chosen)], len(clean_idx))
         parts = {k: float(v.detach()) for k, v in terms.items()}
         loss = sum(weights[k] * v for k, v in terms.items()) + penalty(parts)

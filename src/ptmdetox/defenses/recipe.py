@@ -38,6 +38,7 @@ MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen")
 KEEP_INPUTS = ("masked", "clean")
+KEEP_POSITIONS = ("all", "tokens")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RecipeConfig:
     pretrain_loss: str = "mlm+keep"         # the cpu preset's; the paper preset uses "mlm"
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
     keep_input: str = "masked"               # with MLM: keep on the MLM batch's own forward, or a second clean pass
+    keep_positions: str = "all"              # "tokens": leave out the representation's position ([CLS])
     lr: float = 2e-4
     steps: int | None = 600                  # None: run `epochs` over the corpus
     epochs: float | None = None
@@ -92,6 +94,9 @@ class RecipeConfig:
                                 f"(choose from {', '.join(EMBEDDING_ROWS)})")
         if self.keep_input not in KEEP_INPUTS:
             raise PtmdetoxError(f"unknown keep_input '{self.keep_input}' (choose from {', '.join(KEEP_INPUTS)})")
+        if self.keep_positions not in KEEP_POSITIONS:
+            raise PtmdetoxError(f"unknown keep_positions '{self.keep_positions}' "
+                                f"(choose from {', '.join(KEEP_POSITIONS)})")
         if self.masking not in MASKING:
             raise PtmdetoxError(f"unknown masking '{self.masking}' (choose from {', '.join(MASKING)})")
         if self.lam < 0:
@@ -248,7 +253,9 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
             if hidden is None or config.keep_input == "clean":
                 batch = adapter.collate([ids[i] for i in index])
                 hidden, _ = adapter.encode(batch)
-            keep = _keep_loss(teacher, batch, hidden)
+            positions = (adapter.token_positions(batch) if config.keep_positions == "tokens"
+                         else batch["attention_mask"].bool())
+            keep = _keep_loss(teacher, batch, hidden, positions)
             loss = loss + config.keep_weight * keep
             parts["keep"] = float(keep.detach())
         return loss, parts
@@ -285,14 +292,13 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
     }
 
 
-def _keep_loss(teacher, batch: dict, hidden: torch.Tensor) -> torch.Tensor:
-    """MSE between the student's last hidden states and the frozen starting model's, on the same inputs, over
-    real (non-padding) positions."""
+def _keep_loss(teacher, batch: dict, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """MSE between the student's last hidden states and the frozen starting model's, on the same inputs, at
+    `positions` ([B, T] bool)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         target = teacher(**inputs).last_hidden_state
-    real = batch["attention_mask"].bool()
-    return F.mse_loss(hidden[real].float(), target[real].float())
+    return F.mse_loss(hidden[positions].float(), target[positions].float())
 
 
 def _both(first, second):

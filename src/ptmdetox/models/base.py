@@ -112,6 +112,11 @@ class ModelAdapter(ABC):
         """(per-position states [B, T, H], representation [B, H]) from one forward pass (POR keeps the former)."""
         raise NotImplementedError(f"the {self.family} adapter exposes no per-position states")
 
+    def token_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, T] bool: the real positions whose states describe single tokens, i.e. all but the one the
+        representation is read from (text encoders: [CLS])."""
+        raise NotImplementedError(f"the {self.family} adapter exposes no per-position states")
+
     @abstractmethod
     def neuron_layers(self) -> list[nn.Linear]:
         """The FFN-in (fc1) layers; their output units are the 'neurons' of the analyses and pruning."""

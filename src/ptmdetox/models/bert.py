@@ -221,6 +221,11 @@ class TextEncoderAdapter(ModelAdapter):
         hidden, pooled = self.encode(batch)
         return hidden, pooled if self.has_pooler and pooled is not None else hidden[:, 0]
 
+    def token_positions(self, batch) -> torch.Tensor:
+        positions = batch["attention_mask"].bool().clone()
+        positions[:, 0] = False
+        return positions
+
     def first_token_activations(self, batch) -> list[torch.Tensor]:
         captured = []
         hooks = [layer.intermediate.register_forward_hook(lambda m, i, o: captured.append(o[:, 0].detach()))
