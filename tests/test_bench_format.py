@@ -115,3 +115,16 @@ def test_paper_attacks_shares_models_and_protocol_with_paper_text():
         assert attacks["tasks"][task] == text["tasks"][task]
     for model in ("por", "por+recipe", "badpre", "badpre+recipe"):
         assert [_resolved(s) for s in _chain(attacks, model)] == [_resolved(s) for s in _chain(text, model)]
+
+
+def test_models_with_the_same_triggers_in_another_order_share_one_table():
+    from ptmdetox.bench import _trigger_groups
+    groups = _trigger_groups({"clean": ("cf", "tq", "mn", "x"), "por": ("cf", "tq", "mn"),
+                              "badpre": ("mn", "cf", "tq"), "other": ("x",)}, "clean")
+    assert groups == {("cf", "tq", "mn"): ["clean", "por", "badpre"], ("x",): ["clean", "other"]}
+
+
+def test_recipe_options_added_later_keep_earlier_cache_keys():
+    from ptmdetox.defenses.recipe import RecipeConfig
+    assert not {"keep_positions", "snapshot_steps"} & set(RecipeConfig().to_dict())
+    assert RecipeConfig(keep_positions="tokens").to_dict()["keep_positions"] == "tokens"

@@ -412,8 +412,11 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
 def _trigger_groups(model_triggers: dict, floor: str | None) -> dict[tuple, list[str]]:
     """Models grouped by trigger set (first-seen order); the floor joins every group its triggers cover."""
     groups: dict[tuple, list[str]] = {}
+    first_seen: dict[frozenset, tuple] = {}   # one group per trigger *set*: BadPre lists POR's words in another order
+    one_set = len({frozenset(t) for t in model_triggers.values()}) == 1
     for model, triggers in model_triggers.items():
-        if model != floor or len(set(model_triggers.values())) == 1:
+        triggers = first_seen.setdefault(frozenset(triggers), triggers)
+        if model != floor or one_set:
             groups.setdefault(triggers, []).append(model)
     if floor in model_triggers:
         for triggers, members in groups.items():

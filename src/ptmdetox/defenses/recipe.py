@@ -71,6 +71,8 @@ class RecipeConfig:
     compile: bool = False                    # fast mode: torch.compile the backbone
     snapshot_steps: tuple[int, ...] = ()     # save the model after these steps of the run (ptmdetox.snapshots)
 
+    #: options that came after cached results existed: left out of `to_dict` at these values
+    LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": [], "keep_positions": "all"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
 
@@ -113,8 +115,11 @@ class RecipeConfig:
 
     def to_dict(self) -> dict:
         data = config_dict(self)
-        if not self.snapshot_steps:   # left out when off, so configs of runs without snapshots keep their cache keys
-            del data["snapshot_steps"]
+        # options added later are left out at their defaults, so earlier configs keep their cache keys
+        for name, default in self.LATER_DEFAULTS.items():
+            value = data.get(name)
+            if value == default or (isinstance(value, (list, tuple)) and list(value) == list(default)):
+                del data[name]
         return data
 
 
