@@ -10,7 +10,7 @@ Both modes compute gradients only for the trainable weights (the released code s
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 from .errors import PtmdetoxError
 from .models.base import ComputeOptions
@@ -50,9 +50,10 @@ def compute_record(mode: str, max_length: int, bf16: bool = False, compile: bool
 
 
 def config_dict(config) -> dict:
-    """`asdict(config)` without the speed fields that are at their defaults."""
+    """`asdict(config)` without the fields that are at the defaults of fields added after cached results existed:
+    the speed fields, and those a config class lists in its `LATER_DEFAULTS`."""
     data = asdict(config)
-    for field in fields(config):
-        if field.name in SPEED_DEFAULTS and data[field.name] == SPEED_DEFAULTS[field.name]:
-            del data[field.name]
+    for name, default in {**SPEED_DEFAULTS, **getattr(config, "LATER_DEFAULTS", {})}.items():
+        if name in data and data[name] == default:
+            del data[name]
     return data

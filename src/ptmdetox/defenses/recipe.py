@@ -71,8 +71,8 @@ class RecipeConfig:
     compile: bool = False                    # fast mode: torch.compile the backbone
     snapshot_steps: tuple[int, ...] = ()     # save the model after these steps of the run (ptmdetox.snapshots)
 
-    #: options that came after cached results existed: left out of `to_dict` at these values
-    LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": [], "keep_positions": "all"}
+    #: options that came after cached results existed: left out of `to_dict` at these values (compute.config_dict)
+    LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
 
@@ -114,13 +114,7 @@ class RecipeConfig:
         self.snapshot_steps = check_steps(self.snapshot_steps)
 
     def to_dict(self) -> dict:
-        data = config_dict(self)
-        # options added later are left out at their defaults, so earlier configs keep their cache keys
-        for name, default in self.LATER_DEFAULTS.items():
-            value = data.get(name)
-            if value == default or (isinstance(value, (list, tuple)) and list(value) == list(default)):
-                del data[name]
-        return data
+        return config_dict(self)
 
 
 PRESETS = {
