@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with mlm+keep: compute keep on the MLM batch's own forward (default, one pass) or on a "
                              "second, unmasked pass")
     recipe.add_argument("--keep-positions", choices=["all", "tokens"],
-                        help="positions keep compares: every real one, or all but the representation's ([CLS]), "
-                             "which task-agnostic backdoors target")
+                        help="positions keep compares: all but the representation's ([CLS]), which task-agnostic "
+                             "backdoors target (default), or every real one")
     recipe.add_argument("--masking", choices=["static", "dynamic"])
     recipe.add_argument("--lr", type=float)
     recipe.add_argument("--steps", type=int)

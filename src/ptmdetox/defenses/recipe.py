@@ -10,7 +10,10 @@ Two presets:
   and the pooler, which MLM on auxiliary text cannot protect (see docs/results.md for the measurements), and its
   pre-training loss is MLM plus a "keep" term (MSE between the model's and the frozen starting model's last hidden
   states on the same auxiliary batch), which holds the clean behaviour in place while the penalty shrinks weights:
-  the embedded MiniLM is a sentence-embedding model whose MLM is a weak anchor (docs/results.md). By default keep
+  the embedded MiniLM is a sentence-embedding model whose MLM is a weak anchor (docs/results.md). Keep compares the
+  token positions only (`keep_positions="tokens"`): the representation's position ([CLS]) is where task-agnostic
+  backdoors put their output, and anchoring it to the attacked starting model on auxiliary text that happens to
+  contain a trigger (a phrase of common words) would hold the backdoor in place. By default keep
   reuses the MLM batch's forward pass (`keep_input="masked"`), so it costs one no-grad teacher forward per step;
   `keep_input="clean"` adds a second student pass on the unmasked batch.
 """
@@ -52,7 +55,7 @@ class RecipeConfig:
     pretrain_loss: str = "mlm+keep"         # the cpu preset's; the paper preset uses "mlm"
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
     keep_input: str = "masked"               # with MLM: keep on the MLM batch's own forward, or a second clean pass
-    keep_positions: str = "all"              # "tokens": leave out the representation's position ([CLS])
+    keep_positions: str = "tokens"           # leave the representation's position ([CLS]) unanchored, or "all"
     lr: float = 2e-4
     steps: int | None = 600                  # None: run `epochs` over the corpus
     epochs: float | None = None
