@@ -93,3 +93,28 @@ def test_unknown_mode_is_refused(tmp_path, tiny_model, tiny_corpus, tiny_task):
     with pytest.raises(PtmdetoxError, match="unknown compute mode 'slow'"):
         run_suite(path, quick=True, cache=str(tmp_path / "c"), results=str(tmp_path / "r"), progress=False,
                   mode="slow")
+
+
+def test_evaluations_run_seed_major_across_tasks(tmp_path, tiny_model, tiny_corpus, tiny_task, monkeypatch):
+    """An interrupted run holds every model on every task under the first seeds before any later seed starts."""
+    import shutil
+
+    import ptmdetox.bench as bench
+    other_test = shutil.copy(tiny_task[1], tmp_path / ("other-" + os.path.basename(tiny_task[1])))
+    suite = {"model": tiny_model, "aux": tiny_corpus, "triggers": "≈", "seeds": [1, 2],
+             "finetune": {"epochs": 1, "batch_size": 8},
+             "tasks": {"a": {"train": tiny_task[0], "test": tiny_task[1]},
+                       "b": {"train": tiny_task[0], "test": str(other_test)}},
+             "models": {"clean": {}}}
+    path = tmp_path / "order.yaml"
+    path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
+    calls = []
+
+    def fake_evaluate(load, train, test, triggers, policy, ft, seed, progress):
+        calls.append((len(calls), seed))
+        return {"acc": 50.0, "aasr": 0.0, "masr": 0.0, "seed": seed,
+                "per_trigger": {t: {"asr": 0.0, "by_label": {}} for t in triggers}}
+
+    monkeypatch.setattr(bench, "evaluate_seed", fake_evaluate)
+    run_suite(str(path), cache=str(tmp_path / "c"), results=str(tmp_path / "r"), progress=False)
+    assert [seed for _, seed in calls] == [1, 1, 2, 2]

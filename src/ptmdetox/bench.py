@@ -344,8 +344,8 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     os.makedirs(results, exist_ok=True)
     seeds = list(suite.get("seeds", [1, 2, 3]))
     timings: dict = {}
-    # seed-major: an interrupted run already holds every model under the first seeds
-    jobs = [(m, t, s) for t in suite["tasks"] for s in seeds for m in suite["models"]]
+    # seed-major: an interrupted run already holds every model on every task under the first seeds
+    jobs = [(m, t, s) for s in seeds for t in suite["tasks"] for m in suite["models"]]
     per_run: dict = {}
     loaded_tasks: dict = {}
     done = 0
