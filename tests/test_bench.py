@@ -118,3 +118,16 @@ def test_evaluations_run_seed_major_across_tasks(tmp_path, tiny_model, tiny_corp
     monkeypatch.setattr(bench, "evaluate_seed", fake_evaluate)
     run_suite(str(path), cache=str(tmp_path / "c"), results=str(tmp_path / "r"), progress=False)
     assert [seed for _, seed in calls] == [1, 1, 2, 2]
+
+
+def test_built_folder_names_the_cached_model_of_each_suite_model(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    from ptmdetox.bench import built_folder, load_suite
+    path = _suite(tmp_path, tiny_model, tiny_corpus, tiny_task)
+    cache = str(tmp_path / "cache")
+    run_suite(path, quick=True, cache=cache, results=str(tmp_path / "r"), progress=False)
+    suite = load_suite(path, quick=True)
+    folders = {m: built_folder(suite, m, cache) for m in ("clean", "neuba", "neuba+recipe")}
+    assert folders["clean"] is None
+    assert {os.path.basename(folders["neuba"]), os.path.basename(folders["neuba+recipe"])} == \
+        {d for d in os.listdir(cache) if d.startswith("model-")}
+    assert os.path.isfile(os.path.join(folders["neuba+recipe"], "purification.json"))

@@ -318,13 +318,25 @@ def model_path(suite: dict, name: str, cache: str, progress: bool, timings: dict
                 raise PtmdetoxError(f"{source}: snapshot missing from a cached model; remove that model's folder "
                                     "to rebuild it")
             continue
-        out = os.path.join(cache, "model-" + _hash([_resolved(s) for s in steps[: i + 1]]))
+        out = _step_folder(cache, steps[: i + 1])
         if not os.path.isdir(out):
             started = time.perf_counter()
             _build(step, source, out, progress)
             timings[f"build {name} step {i}"] = time.perf_counter() - started
         source = out
     return source
+
+
+def _step_folder(cache: str, steps: list[dict]) -> str:
+    return os.path.join(cache, "model-" + _hash([_resolved(s) for s in steps]))
+
+
+def built_folder(suite: dict, name: str, cache: str) -> str | None:
+    """The cache folder of the step that makes model `name` (None for the base model and for snapshots)."""
+    steps = _chain(suite, name)
+    if len(steps) == 1 or "snapshot" in steps[-1]:
+        return None
+    return _step_folder(cache, steps)
 
 
 def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results: str = "results",
