@@ -126,5 +126,6 @@ def test_models_with_the_same_triggers_in_another_order_share_one_table():
 
 def test_recipe_options_added_later_keep_earlier_cache_keys():
     from ptmdetox.defenses.recipe import RecipeConfig
-    assert not {"keep_positions", "snapshot_steps"} & set(RecipeConfig(keep_positions="all").to_dict())
+    assert not {"keep_positions", "snapshot_steps", "embedding_min_count"} & set(
+        RecipeConfig(keep_positions="all").to_dict())
     assert RecipeConfig().to_dict()["keep_positions"] == "tokens"

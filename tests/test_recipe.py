@@ -8,7 +8,7 @@ import torch
 from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.defenses.recipe import (RecipeConfig, _keep_loss, _total_steps, preset, recipe_purify, regularisation,
-                                      select_parameters, weight_norm)
+                                      select_parameters, unseen_embedding_rows, weight_norm)
 from ptmdetox.errors import PtmdetoxError
 
 INTERMEDIATE = ["encoder.layer.0.intermediate.dense.weight", "encoder.layer.1.intermediate.dense.weight"]
@@ -61,6 +61,8 @@ def test_regularisation_gradient_is_w_over_its_norm():
     (dict(steps=None, epochs=None), "either steps or epochs"),
     (dict(lam=0.0, pretrain_loss="none"), "nothing to train"),
     (dict(embedding_rows="some"), "unknown embedding_rows"),
+    (dict(embedding_min_count=0), "embedding_min_count"),
+    (dict(embedding_min_count=2.5), "embedding_min_count"),
 ])
 def test_bad_config_values(kwargs, message):
     with pytest.raises(PtmdetoxError, match=message):
@@ -173,6 +175,20 @@ def test_penalty_covers_only_embedding_rows_of_tokens_absent_from_the_corpus(tin
     norms_before, norms_after = before[unseen].norm(dim=1), after[unseen].norm(dim=1)
     nonzero = norms_before > 0                                   # the padding row starts at zero
     assert nonzero.sum() > 10 and (norms_after[nonzero] < norms_before[nonzero]).all()
+
+
+def test_tokens_seen_fewer_than_min_count_times_count_as_unseen(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    counts = torch.bincount(torch.tensor([t for seq in ids for t in seq]), minlength=adapter.tokenizer.vocab_size)
+    regularised = adapter.parameters_matching([adapter.token_embedding])
+    weight = regularised[0][1]
+    once = set((counts == 1).nonzero().squeeze(1).tolist())
+    assert once, "the tiny corpus has tokens seen exactly once"
+    unseen = set(unseen_embedding_rows(adapter, regularised, ids)[id(weight)].tolist())
+    rare = set(unseen_embedding_rows(adapter, regularised, ids, min_count=2)[id(weight)].tolist())
+    assert unseen == set((counts[: weight.shape[0]] == 0).nonzero().squeeze(1).tolist())
+    assert rare == unseen | once
 
 
 def test_unseen_row_penalty_is_the_norm_of_those_rows():

@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--embedding-rows", choices=["unseen", "all"],
                         help="token-embedding rows the penalty covers when the embedding matrix is regularised: only "
                              "those of tokens absent from the auxiliary corpus (default) or all")
+    recipe.add_argument("--embedding-min-count", type=int, metavar="N",
+                        help="with --embedding-rows unseen: tokens seen fewer than N times in the auxiliary corpus "
+                             "count as unseen (default 1)")
     recipe.add_argument("--loss", dest="pretrain_loss", choices=["mlm", "keep", "mlm+keep", "none"],
                         help="pre-training loss (default: the preset's; cpu: mlm+keep, paper: mlm)")
     recipe.add_argument("--keep-input", choices=["masked", "clean"],
@@ -403,7 +406,8 @@ def run(args) -> int:
                         regularised=tuple(args.regularise) if args.regularise else None,
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
-                        embedding_rows=args.embedding_rows, keep_input=args.keep_input,
+                        embedding_rows=args.embedding_rows, embedding_min_count=args.embedding_min_count,
+                        keep_input=args.keep_input,
                         keep_positions=args.keep_positions, masking=args.masking,
                         batch_size=args.batch_size,
                         max_length=args.max_length, seed=args.seed, mode=args.mode, bf16=args.bf16 or None,

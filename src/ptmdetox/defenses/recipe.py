@@ -52,6 +52,7 @@ class RecipeConfig:
     scope: str = "extended"                  # "paper": the paper's set; "extended": + weights L_PT leaves unexercised
     trainable: str | tuple[str, ...] | None = None  # "regularised", "all", regexes; None: the family's default
     embedding_rows: str = "unseen"           # penalise all token-embedding rows, or only those absent from the corpus
+    embedding_min_count: int = 1             # with "unseen": tokens seen fewer times than this count as absent
     pretrain_loss: str = "mlm+keep"         # the cpu preset's; the paper preset uses "mlm"
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
     keep_input: str = "masked"               # with MLM: keep on the MLM batch's own forward, or a second clean pass
@@ -75,7 +76,7 @@ class RecipeConfig:
     snapshot_steps: tuple[int, ...] = ()     # save the model after these steps of the run (ptmdetox.snapshots)
 
     #: options that came after cached results existed: left out of `to_dict` at these values (compute.config_dict)
-    LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all"}
+    LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
 
@@ -97,6 +98,9 @@ class RecipeConfig:
         if self.embedding_rows not in EMBEDDING_ROWS:
             raise PtmdetoxError(f"unknown embedding_rows '{self.embedding_rows}' "
                                 f"(choose from {', '.join(EMBEDDING_ROWS)})")
+        if isinstance(self.embedding_min_count, bool) or not isinstance(self.embedding_min_count, int) \
+                or self.embedding_min_count < 1:
+            raise PtmdetoxError(f"embedding_min_count must be an integer ≥ 1, got {self.embedding_min_count!r}")
         if self.keep_input not in KEEP_INPUTS:
             raise PtmdetoxError(f"unknown keep_input '{self.keep_input}' (choose from {', '.join(KEEP_INPUTS)})")
         if self.keep_positions not in KEEP_POSITIONS:
@@ -146,21 +150,23 @@ def regularisation(weights: list[torch.Tensor], norm: str, rows: dict[int, torch
     return torch.stack([weight_norm(w[rows[id(w)]] if id(w) in rows else w, norm) for w in weights]).sum()
 
 
-def unseen_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[list[int]]) -> dict[int, torch.Tensor]:
-    """Rows of the regularised token-embedding matrix whose tokens never occur in the corpus.
+def unseen_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[list[int]],
+                          min_count: int = 1) -> dict[int, torch.Tensor]:
+    """Rows of the regularised token-embedding matrix whose tokens occur fewer than `min_count` times in the corpus.
 
     Rows of tokens the corpus contains are exercised by the pre-training loss; the others (where rare-token triggers
     live) only move under the penalty, so penalising just them disarms such triggers without shrinking the rows the
-    downstream task relies on.
+    downstream task relies on. A token seen once or twice is barely exercised: `min_count` > 1 counts it as absent.
     """
     if not adapter.token_embedding:
         return {}
     embedding = {id(p): p for _, p in adapter.parameters_matching([adapter.token_embedding])}
     if not embedding:
         return {}
-    seen = torch.zeros(next(iter(embedding.values())).shape[0], dtype=torch.bool)
-    seen[torch.as_tensor([token for seq in corpus_ids for token in seq], dtype=torch.long)] = True
-    return {id(p): (~seen).nonzero().squeeze(1) for _, p in regularised if id(p) in embedding}
+    rows = next(iter(embedding.values())).shape[0]
+    tokens = torch.as_tensor([token for seq in corpus_ids for token in seq], dtype=torch.long)
+    absent = torch.bincount(tokens, minlength=rows)[:rows] < min_count
+    return {id(p): absent.nonzero().squeeze(1) for _, p in regularised if id(p) in embedding}
 
 
 def select_parameters(adapter: ModelAdapter, config: RecipeConfig):
@@ -214,7 +220,8 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         adapter.prepare_pretraining(ids, steps=config.head_warmup_steps, seed=config.seed, progress=progress)
     regularised, trainable = select_parameters(adapter, config)
     reg_weights = [p for _, p in regularised]
-    reg_rows = unseen_embedding_rows(adapter, regularised, ids) if config.embedding_rows == "unseen" else {}
+    reg_rows = (unseen_embedding_rows(adapter, regularised, ids, config.embedding_min_count)
+                if config.embedding_rows == "unseen" else {})
     norms_before = {n: float(weight_norm(p.detach(), "fro")) for n, p in regularised}
 
     trainable_ids = {id(p) for _, p in trainable}
