@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -70,7 +72,15 @@ def test_aggregate_means_and_sample_standard_deviations():
     assert out["masr"] == pytest.approx(30.0)
     assert out["per_trigger"]["cf"]["asr"] == pytest.approx(30.0)
     assert out["per_trigger"]["cf"]["asr_std"] == pytest.approx(10.0)
-    assert out["per_trigger"]["cf"]["by_label"] == {0: pytest.approx(30.0), 1: pytest.approx(10.0)}
+    assert out["per_trigger"]["cf"]["by_label"] == {"0": pytest.approx(30.0), "1": pytest.approx(10.0)}
+
+
+def test_aggregate_mixes_fresh_runs_with_runs_read_back_from_json():
+    """A resumed benchmark aggregates runs computed now (int labels) with cached ones (JSON: string labels)."""
+    fresh = _run(80.0, 10.0, 20.0, 20.0, {0: 20.0, 1: 5.0})
+    cached = json.loads(json.dumps(_run(90.0, 30.0, 40.0, 40.0, {0: 40.0, 1: 15.0})))
+    out = aggregate([cached, fresh])
+    assert out["per_trigger"]["cf"]["by_label"] == {"0": pytest.approx(30.0), "1": pytest.approx(10.0)}
 
 
 def test_aggregate_of_a_single_run_has_zero_std():
