@@ -72,7 +72,7 @@ def test_aggregate_means_and_sample_standard_deviations():
     assert out["masr"] == pytest.approx(30.0)
     assert out["per_trigger"]["cf"]["asr"] == pytest.approx(30.0)
     assert out["per_trigger"]["cf"]["asr_std"] == pytest.approx(10.0)
-    assert out["per_trigger"]["cf"]["by_label"] == {"0": pytest.approx(30.0), "1": pytest.approx(10.0)}
+    assert out["per_trigger"]["cf"]["by_label"] == {0: pytest.approx(30.0), 1: pytest.approx(10.0)}
 
 
 def test_aggregate_mixes_fresh_runs_with_runs_read_back_from_json():
@@ -81,6 +81,8 @@ def test_aggregate_mixes_fresh_runs_with_runs_read_back_from_json():
     cached = json.loads(json.dumps(_run(90.0, 30.0, 40.0, 40.0, {0: 40.0, 1: 15.0})))
     out = aggregate([cached, fresh])
     assert out["per_trigger"]["cf"]["by_label"] == {"0": pytest.approx(30.0), "1": pytest.approx(10.0)}
+    first_fresh = aggregate([fresh, cached])["per_trigger"]["cf"]["by_label"]
+    assert first_fresh == {0: pytest.approx(30.0), 1: pytest.approx(10.0)}
 
 
 def test_aggregate_of_a_single_run_has_zero_std():

@@ -52,9 +52,10 @@ def aggregate(runs: list[dict]) -> dict:
     per_trigger = {}
     for trigger in runs[0]["per_trigger"]:
         asr, asr_std = _mean_std([r["per_trigger"][trigger]["asr"] for r in runs])
-        # labels are ints in a fresh run and strings once a run has been through JSON: compare them as strings
+        # labels are ints in a fresh run and strings once a run has been through JSON: match them as strings
+        labels = runs[0]["per_trigger"][trigger]["by_label"]
         tables = [{str(k): v for k, v in r["per_trigger"][trigger]["by_label"].items()} for r in runs]
-        by_label = {label: _mean_std([table[label] for table in tables])[0] for label in tables[0]}
+        by_label = {label: _mean_std([table[str(label)] for table in tables])[0] for label in labels}
         per_trigger[trigger] = {"asr": asr, "asr_std": asr_std, "by_label": by_label}
     out["per_trigger"] = per_trigger
     return out
