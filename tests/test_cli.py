@@ -159,3 +159,12 @@ def test_inspect_prints_a_row_per_trigger_and_writes_json(capsys, tmp_path, tiny
     assert lines[0].startswith("clean outputs:") and lines[3].startswith("| cf |") and lines[4].startswith("| ≈ |")
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["triggers"] == ["cf", "≈"] and set(report["per_trigger"]) == {"cf", "≈"}
+
+
+def test_purify_passes_the_keep_options_through(tmp_path, tiny_model, tiny_corpus):
+    out = tmp_path / "purified"
+    assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
+                 *FAST_PURIFY, "--quiet", "--loss", "mlm+keep", "--keep-weight", "15",
+                 "--embedding-min-count", "3"]) == 0
+    config = json.loads((out / "purification.json").read_text(encoding="utf-8"))["config"]
+    assert (config["pretrain_loss"], config["keep_weight"], config["embedding_min_count"]) == ("mlm+keep", 15.0, 3)

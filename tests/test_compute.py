@@ -15,6 +15,7 @@ from ptmdetox.data.batching import StepBatches
 from ptmdetox.data.masking import IGNORE
 from ptmdetox.defenses.recipe import RecipeConfig, recipe_purify
 from ptmdetox.errors import PtmdetoxError
+from ptmdetox.models.bert import MASKED_ROWS_MULTIPLE, padded_masked_rows
 from ptmdetox.training import TrainConfig, train_loop
 
 SENTENCES = ["the movie was good", "it was very bad and boring", "a film", "i was not fun at noon",
@@ -64,8 +65,18 @@ def test_reference_projects_every_position_fast_only_the_masked_ones(tiny_model)
     mlm_loss(adapter, REFERENCE, masked, labels)
     mlm_loss(adapter, FAST, masked, labels)
     hidden = adapter.representation_size
-    assert shapes == [(len(SENTENCES), 64, hidden), (n_masked, hidden)]
-    assert 0 < n_masked < len(SENTENCES) * 64
+    rounded = -(-n_masked // MASKED_ROWS_MULTIPLE) * MASKED_ROWS_MULTIPLE
+    assert shapes == [(len(SENTENCES), 64, hidden), (rounded, hidden)]
+    assert 0 < n_masked <= rounded < n_masked + MASKED_ROWS_MULTIPLE < len(SENTENCES) * 64
+
+
+def test_padded_masked_rows_round_the_count_up_and_ignore_the_pads():
+    labels = torch.full((3, 7), IGNORE)
+    labels[0, 2], labels[1, 5], labels[2, 1] = 11, 12, 13
+    rows, targets = padded_masked_rows(labels, multiple=4)
+    assert rows.tolist() == [2, 12, 15, 0] and targets.tolist() == [11, 12, 13, IGNORE]
+    rows, targets = padded_masked_rows(labels, multiple=3)
+    assert rows.tolist() == [2, 12, 15] and targets.tolist() == [11, 12, 13]
 
 
 def test_same_masks_give_the_same_mlm_loss_and_gradients_in_both_modes(tiny_model):

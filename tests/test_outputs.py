@@ -98,3 +98,19 @@ def test_results_table_shows_no_spread_for_a_single_seed():
     one = {"acc": 90.0, "acc_std": 0.0, "aasr": 5.0, "aasr_std": 0.0, "masr": 10.0, "masr_std": 0.0,
            "per_trigger": {"cf": {"asr": 10.0}}, "runs": [{"seed": 1}]}
     assert results_table([("m", one)]).splitlines()[2] == "| m | 1 | 90.0 | 5.0 | 10.0 | 10.0 |"
+
+
+def test_atomic_outputs_get_the_permissions_of_a_plain_write(tmp_path):
+    """Temporary files are created private (0600, folders 0700); the outputs must not stay so."""
+    previous = os.umask(0o022)
+    try:
+        write_json_atomic(str(tmp_path / "r.json"), {"value": 1})
+        write_text_atomic(str(tmp_path / "t.md"), "hello")
+        with atomic_dir(str(tmp_path / "model")) as tmp:
+            with open(os.path.join(tmp, "config.json"), "w") as f:
+                f.write("{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "t.md").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755

@@ -63,6 +63,8 @@ def test_regularisation_gradient_is_w_over_its_norm():
     (dict(embedding_rows="some"), "unknown embedding_rows"),
     (dict(embedding_min_count=0), "embedding_min_count"),
     (dict(embedding_min_count=2.5), "embedding_min_count"),
+    (dict(keep_weight=-1.0), "keep_weight"),
+    (dict(keep_weight=float("nan")), "keep_weight"),
 ])
 def test_bad_config_values(kwargs, message):
     with pytest.raises(PtmdetoxError, match=message):
@@ -74,7 +76,7 @@ def test_presets():
     assert (cpu.lr, cpu.steps, cpu.preset) == (2e-4, 600, "cpu")
     paper = preset("paper")
     assert (paper.lr, paper.steps, paper.epochs, paper.preset) == (2e-5, None, 10, "paper")
-    assert (cpu.pretrain_loss, paper.pretrain_loss) == ("mlm+keep", "mlm")
+    assert (cpu.pretrain_loss, paper.pretrain_loss) == ("mlm", "mlm")
     assert _total_steps(paper, 20000) == 6250
     tuned = preset("cpu", lam=0.5, epochs=2, lr=None)
     assert tuned.lam == 0.5 and tuned.steps is None and tuned.epochs == 2 and tuned.lr == 2e-4
@@ -142,7 +144,7 @@ def test_default_purification_changes_only_the_regularised_weights(tiny_model, t
         assert report["norms_after"][name] == pytest.approx(new, rel=1e-5)
     assert report["norm_after"] < report["norm_before"]
     assert report["steps"] == 5 and len(report["loss_curve"]) == 5
-    assert set(report["final_parts"]) == {"norm", "mlm", "keep"}     # the cpu preset: MLM + keep
+    assert set(report["final_parts"]) == {"norm", "mlm"}     # the cpu preset: MLM, as the paper
     assert report["defense"] == "recipe" and report["config"]["lam"] == 1.0
     assert all(p.requires_grad for p in adapter.model.parameters())   # restored
     assert not adapter.model.training

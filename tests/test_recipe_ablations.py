@@ -18,7 +18,7 @@ FAST = dict(steps=3, batch_size=8, max_length=32, head_warmup_steps=2)
 def test_ablations_are_registered_with_recipes_loop_and_step_count():
     assert DEFENSES["recipe-only-pretrain"] == (OnlyPretrainConfig, recipe_purify)
     assert DEFENSES["recipe-only-reg"] == (OnlyRegularisationConfig, recipe_purify)
-    # "only pre-train" keeps RECIPE's own pre-training loss (the cpu preset's MLM + keep), without the penalty
+    # "only pre-train" keeps RECIPE's own pre-training loss (MLM), without the penalty
     assert OnlyPretrainConfig().lam == 0 and OnlyPretrainConfig().pretrain_loss == RecipeConfig().pretrain_loss
     assert OnlyRegularisationConfig().lam == 1 and OnlyRegularisationConfig().pretrain_loss == "none"
     assert OnlyPretrainConfig().steps == OnlyRegularisationConfig().steps == RecipeConfig().steps
@@ -40,7 +40,7 @@ def test_only_pretrain_has_no_penalty_and_only_regularisation_no_mlm(tiny_model_
     texts = read_corpus(tiny_corpus, limit=40).texts
     pretrain = models.create(tiny_model_no_head)
     report = recipe_purify(pretrain, texts, OnlyPretrainConfig(**FAST), progress=False)
-    assert set(report["final_parts"]) == {"mlm", "keep"} and pretrain.head_state == "warmed-up"
+    assert set(report["final_parts"]) == {"mlm"} and pretrain.head_state == "warmed-up"
     regularised = models.create(tiny_model_no_head)
     report = recipe_purify(regularised, texts, OnlyRegularisationConfig(**FAST), progress=False)
     assert set(report["final_parts"]) == {"norm"} and regularised.head_state == "fresh"

@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --embedding-rows unseen: tokens seen fewer than N times in the auxiliary corpus "
                              "count as unseen (default 1)")
     recipe.add_argument("--loss", dest="pretrain_loss", choices=["mlm", "keep", "mlm+keep", "none"],
-                        help="pre-training loss (default: the preset's; cpu: mlm+keep, paper: mlm)")
+                        help="pre-training loss (default mlm, the paper's; mlm+keep adds the keep term)")
+    recipe.add_argument("--keep-weight", type=float, metavar="W",
+                        help="weight of the keep term in mlm+keep or keep (default 70)")
     recipe.add_argument("--keep-input", choices=["masked", "clean"],
                         help="with mlm+keep: compute keep on the MLM batch's own forward (default, one pass) or on a "
                              "second, unmasked pass")
@@ -407,7 +409,7 @@ def run(args) -> int:
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
                         embedding_rows=args.embedding_rows, embedding_min_count=args.embedding_min_count,
-                        keep_input=args.keep_input,
+                        keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,
                         batch_size=args.batch_size,
                         max_length=args.max_length, seed=args.seed, mode=args.mode, bf16=args.bf16 or None,

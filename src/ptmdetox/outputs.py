@@ -66,6 +66,13 @@ def check_output_file(path: str) -> None:
         raise PtmdetoxError(f"{path}: is a folder; --out takes a file name")
 
 
+def usual_permissions(path: str) -> None:
+    """Give a temporary file or folder (created private, 0600/0700) the mode a plain open/mkdir would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str, overwrite: bool = False):
     """Yield a temporary sibling folder; on success it replaces `path` in one rename."""
@@ -73,6 +80,7 @@ def atomic_dir(path: str, overwrite: bool = False):
     parent = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.tmp-", dir=parent)
     try:
+        usual_permissions(tmp)
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -86,14 +94,16 @@ def atomic_dir(path: str, overwrite: bool = False):
         os.rename(tmp, path)
 
 
-def write_json_atomic(path: str, data: dict) -> None:
+@contextlib.contextmanager
+def atomic_file(path: str, suffix: str = ""):
+    """Yield a temporary sibling file name; on success it replaces `path` in one rename, on failure it is removed."""
     check_writable_parent(path)
     parent = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+        usual_permissions(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -101,13 +111,13 @@ def write_json_atomic(path: str, data: dict) -> None:
         raise
 
 
+def write_json_atomic(path: str, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
 def write_text_atomic(path: str, text: str) -> None:
-    check_writable_parent(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def command_line() -> str:

@@ -46,8 +46,8 @@ class SpeedConfig:
     corpus: str = DEFAULT_CORPUS
     corpus_limit: int | None = 4000
     variants: tuple[str, ...] = ("reference", "fast", "fast+bf16")
-    steps: int = 40                  # timed steps per variant
-    warmup: int = 5                  # untimed first steps (compilation, allocator)
+    steps: int = 100                 # timed steps per variant
+    warmup: int = 20                 # untimed first steps (compilation, allocator, bf16 kernels for new shapes)
     scope: str = "paper"             # the released code's regularised = trainable set
     batch_size: int = 32
     max_length: int = 64
@@ -269,7 +269,7 @@ def speed_markdown(report: dict) -> str:
              "warm-up overhead s | speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        flops = (f"{r['gflop_per_step']:.3g} | {r['gflops']:.3g} | {100 * r['fraction_of_fp32_peak']:.3g}"
+        flops = (f"{r['gflop_per_step']:.3g} | {r['gflops']:.3g} | {100 * r['fraction_of_fp32_peak']:.1f}"
                  if "gflops" in r else "– | – | –")
         speedup = f"{r['speedup_vs_reference']:.2f}×" if "speedup_vs_reference" in r else "–"
         lines.append(f"| {r['variant']} | {r['steps_per_second']:.2f} | {r['real_tokens_per_second']:.0f} | "

@@ -7,15 +7,18 @@ Two presets:
 - `cpu` (default): the same objective at a scale a 2-core CPU affords. With Adam the penalty shrinks weights by
   about lr per step whatever λ is, so the paper's lr × steps product is kept in the same range with ~10× fewer
   steps at ~10× the learning rate. It also regularises the family's `extended` set: for BERT the word embeddings
-  and the pooler, which MLM on auxiliary text cannot protect (see docs/results.md for the measurements), and its
-  pre-training loss is MLM plus a "keep" term (MSE between the model's and the frozen starting model's last hidden
-  states on the same auxiliary batch), which holds the clean behaviour in place while the penalty shrinks weights:
-  the embedded MiniLM is a sentence-embedding model whose MLM is a weak anchor (docs/results.md). Keep compares the
-  token positions only (`keep_positions="tokens"`): the representation's position ([CLS]) is where task-agnostic
-  backdoors put their output, and anchoring it to the attacked starting model on auxiliary text that happens to
-  contain a trigger (a phrase of common words) would hold the backdoor in place. By default keep
-  reuses the MLM batch's forward pass (`keep_input="masked"`), so it costs one no-grad teacher forward per step;
-  `keep_input="clean"` adds a second student pass on the unmasked batch.
+  and the pooler, which MLM on auxiliary text cannot protect (see docs/results.md for the measurements). Its
+  pre-training loss is the paper's, MLM.
+
+Option `pretrain_loss="mlm+keep"` adds a "keep" term: keep_weight × MSE between the model's and the frozen starting
+model's last hidden states on the same auxiliary batch, which holds the clean behaviour in place while the penalty
+shrinks weights. On NeuBA it cut RECIPE's ACC cost on SST-2 (2.1 → 0.9 points); on POR, phrase-trigger POR, BadPre
+and adaptive POR it left more of the backdoor than MLM alone at no better ACC (docs/results.md, issue 3), so it is
+not the default. Keep compares the token positions only (`keep_positions="tokens"`): the representation's position
+([CLS]) is where task-agnostic backdoors put their output, and anchoring it to the attacked starting model on
+auxiliary text that happens to contain a trigger would hold the backdoor in place. By default keep reuses the MLM
+batch's forward pass (`keep_input="masked"`: one extra no-grad teacher forward per step); `keep_input="clean"` adds
+a second student pass on the unmasked batch.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class RecipeConfig:
     trainable: str | tuple[str, ...] | None = None  # "regularised", "all", regexes; None: the family's default
     embedding_rows: str = "unseen"           # penalise all token-embedding rows, or only those absent from the corpus
     embedding_min_count: int = 1             # with "unseen": tokens seen fewer times than this count as absent
-    pretrain_loss: str = "mlm+keep"         # the cpu preset's; the paper preset uses "mlm"
+    pretrain_loss: str = "mlm"              # both presets: the paper's loss; "mlm+keep" anchors the clean states
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
     keep_input: str = "masked"               # with MLM: keep on the MLM batch's own forward, or a second clean pass
     keep_positions: str = "tokens"           # leave the representation's position ([CLS]) unanchored, or "all"
@@ -110,6 +113,8 @@ class RecipeConfig:
             raise PtmdetoxError(f"unknown masking '{self.masking}' (choose from {', '.join(MASKING)})")
         if self.lam < 0:
             raise PtmdetoxError(f"λ must be non-negative, got {self.lam}")
+        if not self.keep_weight >= 0:
+            raise PtmdetoxError(f"keep_weight must be non-negative, got {self.keep_weight}")
         if self.steps is None and self.epochs is None:
             raise PtmdetoxError("give either steps or epochs")
         if self.epochs is not None and not self.epochs > 0:

@@ -31,6 +31,23 @@ def quiet_transformers():
         transformers.logging.set_verbosity(previous)
 
 
+#: the number of masked rows fed to the vocabulary projection is rounded up to a multiple of this (the extra rows
+#: repeat row 0 and are ignored by the loss): bf16 matrix products build a kernel per new shape, and an unrounded
+#: count gives nearly every step a new one
+MASKED_ROWS_MULTIPLE = 16
+
+
+def padded_masked_rows(labels: torch.Tensor, multiple: int = MASKED_ROWS_MULTIPLE):
+    """Flat indices of the masked positions, padded to a multiple of `multiple`, and their targets (IGNORE on pads)."""
+    flat = labels.reshape(-1)
+    rows = (flat != IGNORE).nonzero().squeeze(1)
+    targets = flat[rows]
+    extra = -len(rows) % multiple
+    if extra:
+        rows = torch.cat([rows, rows.new_zeros(extra)])
+        targets = torch.cat([targets, targets.new_full((extra,), IGNORE)])
+    return rows, targets
+
 class TextEncoderAdapter(ModelAdapter):
     """Shared machinery of Hugging Face text encoders with an MLM head."""
 
@@ -237,9 +254,6 @@ class TextEncoderAdapter(ModelAdapter):
                 hook.remove()
         return captured
 
-    def mlm_logits_at(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return self.mlm_head(hidden[positions])
-
     def pretraining_loss(self, batch) -> torch.Tensor:
         """MLM loss; the vocabulary projection is computed only at masked positions (unless `compute` says all)."""
         hidden, _ = self.encode(batch)
@@ -249,9 +263,9 @@ class TextEncoderAdapter(ModelAdapter):
         if self.compute.mlm_all_positions:   # as BertForMaskedLM: logits everywhere, unmasked positions ignored
             logits = self.mlm_head(hidden)
             return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
-        positions = labels != IGNORE
-        logits = self.mlm_logits_at(hidden, positions)
-        return F.cross_entropy(logits.float(), labels[positions])
+        rows, targets = padded_masked_rows(labels)
+        logits = self.mlm_head(hidden.reshape(-1, hidden.shape[-1])[rows])
+        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE)
 
     # ---- MLM head warm-up ---------------------------------------------------------------------------
     def prepare_pretraining(self, corpus_ids: list[list[int]] | None = None, steps: int = 300, lr: float = 1e-3,

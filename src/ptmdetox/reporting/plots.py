@@ -9,32 +9,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..errors import PtmdetoxError  # noqa: E402
-from ..outputs import check_writable_parent  # noqa: E402
+from ..outputs import atomic_file  # noqa: E402
 
 
 def save_figure(fig, path: str) -> str:
     """Write `fig` as PNG to `path` through a temporary sibling file, then close it."""
-    check_writable_parent(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".png", dir=parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        with atomic_file(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path
