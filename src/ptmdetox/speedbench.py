@@ -256,6 +256,11 @@ def _add_speedups(rows: list[dict]) -> None:
             row["speedup_vs_reference"] = row["steps_per_second"] / reference["steps_per_second"]
 
 
+def _mean_spread(row: dict, key: str, seeds) -> str:
+    spread = row.get(key + "_std")
+    return f"{row[key]:.1f}" + (f" ± {spread:.1f}" if spread is not None and len(seeds) > 1 else "")
+
+
 def speed_markdown(report: dict) -> str:
     peak = report["matmul_peak"]
     lines = ["# RECIPE purification speed", "",
@@ -280,7 +285,8 @@ def speed_markdown(report: dict) -> str:
         lines += ["", f"## Quality: {q['steps']} purification steps, then `{q['task']}` (seeds {q['seeds']})", "",
                   "| variant | ACC | AASR | MASR | final MLM | purification s |", "|---|---|---|---|---|---|"]
         for mode, r in q["modes"].items():
-            lines.append(f"| {mode} | {r['acc']:.1f} | {r['aasr']:.1f} | {r['masr']:.1f} | "
+            lines.append(f"| {mode} | {_mean_spread(r, 'acc', q['seeds'])} | {r['aasr']:.1f} | "
+                         f"{_mean_spread(r, 'masr', q['seeds'])} | "
                          f"{r['final_mlm']:.3f} | {r['purify_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -329,6 +335,7 @@ def run_quality(config: SpeedConfig, quality: QualityConfig, progress: bool = Tr
         summary = pipeline.evaluate_model(purified, train, test, quality.triggers, InsertionPolicy("first"), finetune,
                                           list(quality.seeds), progress=progress, name=f"recipe-{variant}")
         out["modes"][variant] = {"acc": summary["acc"], "aasr": summary["aasr"], "masr": summary["masr"],
+                                 "acc_std": summary["acc_std"], "masr_std": summary["masr_std"],
                               "final_mlm": report["final_parts"].get("mlm", float("nan")),
                               "norm_after": report["norm_after"], "purify_seconds": report["train_seconds"],
                               "purified_model": purified}
