@@ -336,9 +336,9 @@ def run_quality(config: SpeedConfig, quality: QualityConfig, progress: bool = Tr
                                           list(quality.seeds), progress=progress, name=f"recipe-{variant}")
         out["modes"][variant] = {"acc": summary["acc"], "aasr": summary["aasr"], "masr": summary["masr"],
                                  "acc_std": summary["acc_std"], "masr_std": summary["masr_std"],
-                              "final_mlm": report["final_parts"].get("mlm", float("nan")),
-                              "norm_after": report["norm_after"], "purify_seconds": report["train_seconds"],
-                              "purified_model": purified}
+                                 "final_mlm": report["final_parts"].get("mlm", float("nan")),
+                                 "norm_after": report["norm_after"], "purify_seconds": report["train_seconds"],
+                                 "purified_model": purified}
     return out
 
 

@@ -48,6 +48,7 @@ def padded_masked_rows(labels: torch.Tensor, multiple: int = MASKED_ROWS_MULTIPL
         targets = torch.cat([targets, targets.new_full((extra,), IGNORE)])
     return rows, targets
 
+
 class TextEncoderAdapter(ModelAdapter):
     """Shared machinery of Hugging Face text encoders with an MLM head."""
 
