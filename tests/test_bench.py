@@ -131,3 +131,29 @@ def test_built_folder_names_the_cached_model_of_each_suite_model(tmp_path, tiny_
     assert {os.path.basename(folders["neuba"]), os.path.basename(folders["neuba+recipe"])} == \
         {d for d in os.listdir(cache) if d.startswith("model-")}
     assert os.path.isfile(os.path.join(folders["neuba+recipe"], "purification.json"))
+
+
+def test_only_runs_the_named_models_and_reports_the_rest_from_the_cache(tmp_path, tiny_model, tiny_corpus,
+                                                                        tiny_task):
+    path = _suite(tmp_path, tiny_model, tiny_corpus, tiny_task)
+    cache, results = str(tmp_path / "cache"), str(tmp_path / "r")
+    first = run_suite(path, quick=True, cache=cache, results=results, progress=False, only=["clean"])
+    assert set(first["results"]["toy"]) == {"clean"}
+    assert not [d for d in os.listdir(cache) if d.startswith("model-")], "nothing else was built"
+    second = run_suite(path, quick=True, cache=cache, results=results, progress=False, only=["neuba"])
+    assert set(second["results"]["toy"]) == {"clean", "neuba"}, "clean comes back from the cache"
+    assert second["results"]["toy"]["clean"]["acc"] == first["results"]["toy"]["clean"]["acc"]
+    assert len([d for d in os.listdir(cache) if d.startswith("model-")]) == 1
+    with pytest.raises(PtmdetoxError, match="--only: the suite has no model 'nope'"):
+        run_suite(path, quick=True, cache=cache, results=results, progress=False, only=["nope"])
+
+
+def test_only_selects_every_value_of_a_sweep(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    from ptmdetox.bench import load_suite, selected_models
+
+    suite = yaml.safe_load(open(_suite(tmp_path, tiny_model, tiny_corpus, tiny_task), encoding="utf-8"))
+    suite["models"]["lam"] = {"from": "neuba", "defense": {"method": "recipe"},
+                              "sweep": {"param": "lam", "values": [0.1, 1.0]}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
+    assert selected_models(load_suite(str(path)), ["lam", "clean"]) == {"lam[lam=0.1]", "lam[lam=1.0]", "clean"}

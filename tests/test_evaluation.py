@@ -161,3 +161,27 @@ def test_evaluate_refusals(tiny_model, tiny_task):
     with pytest.raises(PtmdetoxError, match="use --position first, last or random"):
         evaluate(lambda: models.create(tiny_model), train, test, ("cf",), InsertionPolicy("overwrite1"), FAST, [1],
                  progress=False)
+
+
+def test_bf16_fine_tuning_runs_the_encoder_in_bf16_and_still_learns_the_task(tiny_model, tiny_task, monkeypatch):
+    train, test = read_task(*tiny_task)
+    dtypes = []
+    original = Classifier.forward
+
+    def recording_forward(self, batch):
+        logits = original(self, batch)
+        dtypes.append(logits.dtype)
+        return logits
+
+    monkeypatch.setattr(Classifier, "forward", recording_forward)
+    config = FinetuneConfig(epochs=10, lr=3e-3, batch_size=8, max_length=32, bf16=True)
+    summary = evaluate(lambda: models.create(tiny_model), train, test, TRIGGERS, InsertionPolicy(), config, [1],
+                       progress=False)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert summary["acc"] >= 80.0, summary["runs"]
+    assert config.to_dict()["bf16"] is True and "bf16" not in FAST.to_dict()
+
+
+def test_bf16_is_refused_in_reference_mode():
+    with pytest.raises(PtmdetoxError, match="cannot use bf16"):
+        FinetuneConfig(mode="reference", bf16=True)

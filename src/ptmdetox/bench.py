@@ -339,12 +339,28 @@ def built_folder(suite: dict, name: str, cache: str) -> str | None:
     return _step_folder(cache, steps)
 
 
+def selected_models(suite: dict, only: list[str] | None) -> set[str]:
+    """The models a run may build and evaluate: all, or those named in `only` (a swept or snapshotted model's
+    name selects all its expansions, e.g. `lam` selects `lam[lam=0.1]`)."""
+    if not only:
+        return set(suite["models"])
+    chosen = set()
+    for wanted in only:
+        matches = {m for m in suite["models"] if m == wanted or m.startswith(f"{wanted}[")}
+        if not matches:
+            raise PtmdetoxError(f"--only: the suite has no model '{wanted}' (models: {', '.join(suite['models'])})")
+        chosen |= matches
+    return chosen
+
+
 def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results: str = "results",
-              progress: bool = True, cached_only: bool = False, mode: str | None = None) -> dict:
+              progress: bool = True, cached_only: bool = False, mode: str | None = None,
+              only: list[str] | None = None) -> dict:
     """`mode` runs every step that has one in that compute mode (e.g. "reference", for a before/after wall time);
-    its results go to SUITE-MODE.json."""
+    its results go to SUITE-MODE.json. `only` runs just those models (the others are reported from the cache)."""
     suite = load_suite(name, quick, mode)
     validate(suite)
+    runnable = selected_models(suite, only)
     suite_name = (os.path.splitext(os.path.basename(suite["_path"]))[0] + ("-quick" if quick else "")
                   + (f"-{mode}" if mode else ""))
     started = time.perf_counter()
@@ -370,7 +386,7 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
         if os.path.isfile(cached):
             with open(cached, encoding="utf-8") as f:
                 run = json.load(f)
-        elif cached_only:
+        elif cached_only or model not in runnable:
             continue
         else:
             folder = model_path(suite, model, cache, progress, timings)

@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test-limit", type=int, help="subsample the test set")
     ev.add_argument("--mode", default="fast", choices=["fast", "reference"],
                     help="reference: pad every sentence to --max-length and batch at random (as the released code)")
+    ev.add_argument("--bf16", action="store_true", help="bf16 autocast for fine-tuning and prediction (fast mode)")
     ev.add_argument("--name", help="row name in the table")
     ev.add_argument("--out", help="write the JSON result here")
     _checkpoint_args(ev)
@@ -308,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--results", default="results")
     bench.add_argument("--cached-only", action="store_true",
                        help="report what the cache holds without running anything (e.g. while a run is going on)")
+    bench.add_argument("--only", type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+                       metavar="MODEL[,MODEL...]",
+                       help="build and evaluate only these suite models (a sweep's name selects all its values); "
+                            "the others are reported from the cache where it holds them")
     bench.add_argument("--mode", choices=["fast", "reference"],
                        help="run every attack, defense and fine-tuning that has a compute mode in this one "
                             "(reference: the released code's layout; for a before/after wall time); results go to "
@@ -430,7 +435,7 @@ def run(args) -> int:
         policy = InsertionPolicy(args.position, args.count, args.position_seed)
         config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                 max_length=args.max_length, train_limit=args.train_limit, test_limit=args.test_limit,
-                                mode=args.mode)
+                                mode=args.mode, bf16=args.bf16)
         summary = pipeline.evaluate_model(args.model, train, test, args.triggers, policy, config, args.seeds,
                                           out=args.out, allow_pickle=args.allow_pickle, name=args.name,
                                           text_column=args.text_column, label_column=args.label_column,
@@ -475,7 +480,7 @@ def run(args) -> int:
         from .bench import run_suite
 
         run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress,
-                  cached_only=args.cached_only, mode=args.mode)
+                  cached_only=args.cached_only, mode=args.mode, only=args.only)
     elif args.command == "bench-speed":
         from .speedbench import run_from_args
 

@@ -32,9 +32,10 @@ class FinetuneConfig:
     test_limit: int | None = None
     eval_batch_size: int = 128
     mode: str = "fast"               # "reference": every sequence padded to max_length, random batches (ptmdetox.compute)
+    bf16: bool = False               # bf16 autocast of the forward passes (weights and optimiser stay fp32)
 
     def __post_init__(self):
-        check_mode(self.mode)
+        check_mode(self.mode, bf16=self.bf16)
         if not self.epochs > 0:
             raise PtmdetoxError(f"fine-tuning epochs must be positive, got {self.epochs}")
         check_sizes(batch_size=self.batch_size, eval_batch_size=self.eval_batch_size, max_length=self.max_length)
@@ -84,7 +85,8 @@ def finetune(adapter: ModelAdapter, train: TextDataset, num_labels: int, config:
         logits = classifier(adapter.collate([ids[i] for i in index]))
         return F.cross_entropy(logits, labels[index])
 
-    stats = train_loop(list(classifier.parameters()), step_loss, TrainConfig(lr=config.lr, steps=steps, seed=seed),
+    stats = train_loop(list(classifier.parameters()), step_loss, TrainConfig(lr=config.lr, steps=steps, seed=seed,
+                                                                               bf16=config.bf16),
                        desc=f"fine-tune (seed {seed})", progress=progress)
     classifier.eval()
     return classifier, stats.seconds
@@ -95,8 +97,10 @@ def predict(classifier: Classifier, texts: list[str], config: FinetuneConfig) ->
     adapter = classifier.adapter
     ids = adapter.tokenize(texts, config.max_length)
     predictions = [0] * len(ids)
+    device = classifier.head.weight.device.type
     for index in sequential_batches([len(s) for s in ids], config.eval_batch_size):
-        logits = classifier(adapter.collate([ids[i] for i in index]))
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=config.bf16):
+            logits = classifier(adapter.collate([ids[i] for i in index]))
         for i, p in zip(index, logits.argmax(-1).tolist()):
             predictions[i] = p
     return predictions
