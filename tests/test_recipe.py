@@ -63,6 +63,7 @@ def test_regularisation_gradient_is_w_over_its_norm():
     (dict(embedding_rows="some"), "unknown embedding_rows"),
     (dict(embedding_min_count=0), "embedding_min_count"),
     (dict(embedding_min_count=2.5), "embedding_min_count"),
+    (dict(representation_head="drop"), "unknown representation_head"),
     (dict(keep_weight=-1.0), "keep_weight"),
     (dict(keep_weight=float("nan")), "keep_weight"),
 ])
@@ -161,6 +162,29 @@ def test_extended_purification_shrinks_embeddings_and_pooler_too(tiny_model, tin
     assert report["regularised"] == EXTENDED
     for name in EXTENDED:
         assert report["norms_after"][name] < report["norms_before"][name], name
+
+
+def test_reinit_gives_the_pooler_a_fresh_seeded_initialisation_after_purification(tiny_model, tiny_corpus):
+    texts = read_corpus(tiny_corpus).texts
+    decayed, fresh, again = (models.create(tiny_model) for _ in range(3))
+    before = snapshot(decayed)
+    recipe_purify(decayed, texts, fast(lr=0.05, steps=20), progress=False)
+    report = recipe_purify(fresh, texts, fast(lr=0.05, steps=20, representation_head="reinit"), progress=False)
+    recipe_purify(again, texts, fast(lr=0.05, steps=20, representation_head="reinit"), progress=False)
+    weight, bias = "bert.pooler.dense.weight", "bert.pooler.dense.bias"
+    state = fresh.model.state_dict()
+    assert sorted(report["reinitialised"]) == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert decayed.model.state_dict()[weight].norm() < 0.5 * before[weight].norm()
+    std = fresh.model.config.initializer_range
+    assert state[weight].std().item() == pytest.approx(std, rel=0.2)
+    assert torch.equal(state[bias], torch.zeros_like(state[bias]))
+    assert torch.equal(state[weight], again.model.state_dict()[weight])
+    # everything but the pooler is what the decaying run produced
+    for name, value in decayed.model.state_dict().items():
+        if ".pooler." not in name:
+            assert torch.equal(value, state[name]), name
+    assert "representation_head" not in fast().to_dict() and fast(representation_head="reinit").to_dict()[
+        "representation_head"] == "reinit"
 
 
 def test_penalty_covers_only_embedding_rows_of_tokens_absent_from_the_corpus(tiny_model, tiny_corpus):

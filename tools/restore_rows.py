@@ -1,10 +1,11 @@
 """Diagnostic: how much of a purified model's accuracy cost comes from the weights the penalty zeroed.
 
 Copies into PURIFIED, from SOURCE (the model it was purified from), either the word-embedding rows of the tokens
-absent from the auxiliary corpus (`rows`) or the pooler weight (`pooler`), and saves the hybrid to OUT. Fine-tuning
+absent from the auxiliary corpus (`rows`) or the pooler weight (`pooler`), and saves the hybrid to OUT.
+`pooler-reinit` instead draws a fresh pooler weight, N(0, 0.02) from torch seed 0 (SOURCE unused; bias kept). Fine-tuning
 the hybrid on a clean task measures the ACC those weights cost; its ASR means nothing (the backdoor comes back too).
 
-usage: python tools/restore_rows.py rows|pooler SOURCE PURIFIED OUT [AUX]   (model folders)
+usage: python tools/restore_rows.py rows|pooler|pooler-reinit SOURCE PURIFIED OUT [AUX]   (model folders)
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from ptmdetox.data.readers import read_corpus
 def main(what: str, source: str, purified: str, out: str,
          aux: str = "../shared/data/bookcorpus_recipe/train.tsv") -> None:
     original, weights = load_file(f"{source}/model.safetensors"), load_file(f"{purified}/model.safetensors")
+    if what == "pooler-reinit":
+        name = _named(weights, "pooler.dense.weight")
+        weights[name] = torch.randn(weights[name].shape, generator=torch.Generator().manual_seed(0)) * 0.02
+        _save(purified, out, weights)
+        print(f"{out}: {name} drawn afresh")
+        return
     if what == "pooler":
         name = _named(weights, "pooler.dense.weight")
         weights[name] = original[_named(original, "pooler.dense.weight")]

@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--embedding-min-count", type=int, metavar="N",
                         help="with --embedding-rows unseen: tokens seen fewer than N times in the auxiliary corpus "
                              "count as unseen (default 1)")
+    recipe.add_argument("--representation-head", choices=["decay", "reinit"],
+                        help="after purification, leave the pooler as the penalty left it (default: about zero) or "
+                             "re-initialise it (seeded); a zero pooler slows fine-tuning (docs/results.md, issue 4)")
     recipe.add_argument("--loss", dest="pretrain_loss", choices=["mlm", "keep", "mlm+keep", "none"],
                         help="pre-training loss (default mlm, the paper's; mlm+keep adds the keep term)")
     recipe.add_argument("--keep-weight", type=float, metavar="W",
@@ -414,6 +417,7 @@ def run(args) -> int:
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
                         embedding_rows=args.embedding_rows, embedding_min_count=args.embedding_min_count,
+                        representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,
                         batch_size=args.batch_size,

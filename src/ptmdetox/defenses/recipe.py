@@ -45,6 +45,7 @@ SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
+REPRESENTATION_HEADS = ("decay", "reinit")
 
 
 @dataclass
@@ -56,6 +57,10 @@ class RecipeConfig:
     trainable: str | tuple[str, ...] | None = None  # "regularised", "all", regexes; None: the family's default
     embedding_rows: str = "unseen"           # penalise all token-embedding rows, or only those absent from the corpus
     embedding_min_count: int = 1             # with "unseen": tokens seen fewer times than this count as absent
+    # the module between the last block and the representation (BERT's pooler): "decay" leaves it as the penalty left
+    # it (about zero when regularised: no pre-training loss reaches it); "reinit" gives it a fresh, seeded
+    # initialisation after purification, so that fine-tuning starts from a normal pooler that carries nothing
+    representation_head: str = "decay"
     pretrain_loss: str = "mlm"              # both presets: the paper's loss; "mlm+keep" anchors the clean states
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
     keep_input: str = "masked"               # with MLM: keep on the MLM batch's own forward, or a second clean pass
@@ -79,7 +84,8 @@ class RecipeConfig:
     snapshot_steps: tuple[int, ...] = ()     # save the model after these steps of the run (ptmdetox.snapshots)
 
     #: options that came after cached results existed: left out of `to_dict` at these values (compute.config_dict)
-    LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1}
+    LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
+                                      "representation_head": "decay"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
 
@@ -104,6 +110,9 @@ class RecipeConfig:
         if isinstance(self.embedding_min_count, bool) or not isinstance(self.embedding_min_count, int) \
                 or self.embedding_min_count < 1:
             raise PtmdetoxError(f"embedding_min_count must be an integer ≥ 1, got {self.embedding_min_count!r}")
+        if self.representation_head not in REPRESENTATION_HEADS:
+            raise PtmdetoxError(f"unknown representation_head '{self.representation_head}' "
+                                f"(choose from {', '.join(REPRESENTATION_HEADS)})")
         if self.keep_input not in KEEP_INPUTS:
             raise PtmdetoxError(f"unknown keep_input '{self.keep_input}' (choose from {', '.join(KEEP_INPUTS)})")
         if self.keep_positions not in KEEP_POSITIONS:
@@ -283,6 +292,7 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         for _, p in all_params:
             p.requires_grad_(True)
         adapter.eval()
+    reinitialised = _reinitialise_representation_head(adapter, config)
     norms_after = {n: float(weight_norm(p.detach(), "fro")) for n, p in regularised}
     snapshots = {"snapshots": saver.record(), "snapshot_seconds": saver.seconds} if saver else {}
     return {
@@ -291,6 +301,7 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         "steps": steps,
         "regularised": [n for n, _ in regularised],
         "trainable": [n for n, _ in trainable],
+        "reinitialised": reinitialised,
         "penalised_embedding_rows": {n: int(reg_rows[id(p)].numel()) for n, p in regularised if id(p) in reg_rows},
         "norm_before": sum(norms_before.values()),
         "norm_after": sum(norms_after.values()),
@@ -304,6 +315,18 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         "notes": list(getattr(adapter, "notes", [])),
         **snapshots,
     }
+
+
+def _reinitialise_representation_head(adapter: ModelAdapter, config: RecipeConfig) -> list[str]:
+    """With `representation_head: reinit`: a fresh, seeded initialisation of the representation head; its names."""
+    head = adapter.representation_head()
+    if config.representation_head != "reinit" or head is None:
+        return []
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        adapter.reinitialise(head)
+    ids = {id(p) for p in head.parameters()}
+    return [n for n, p in adapter.named_parameters() if id(p) in ids]
 
 
 def _keep_loss(teacher, batch: dict, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
