@@ -168,3 +168,13 @@ def test_purify_passes_the_keep_options_through(tmp_path, tiny_model, tiny_corpu
                  "--embedding-min-count", "3"]) == 0
     config = json.loads((out / "purification.json").read_text(encoding="utf-8"))["config"]
     assert (config["pretrain_loss"], config["keep_weight"], config["embedding_min_count"]) == ("mlm+keep", 15.0, 3)
+
+
+def test_purify_can_reinitialise_the_pooler_and_says_so_in_the_model_card(tmp_path, tiny_model, tiny_corpus):
+    out = tmp_path / "purified"
+    assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
+                 *FAST_PURIFY, "--quiet", "--representation-head", "reinit"]) == 0
+    report = json.loads((out / "purification.json").read_text(encoding="utf-8"))
+    assert report["config"]["representation_head"] == "reinit"
+    assert sorted(report["reinitialised"]) == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert "then re-initialised (seed 50): pooler.dense" in (out / "README.md").read_text(encoding="utf-8")

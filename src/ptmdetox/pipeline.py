@@ -81,6 +81,8 @@ def purify_recipe(model: str, corpus: str, out: str, config: RecipeConfig, *, co
                   checkpoints: CheckpointOptions | None = None) -> dict:
     def card(adapter, report):
         kept = "pooler kept" if adapter.has_pooler else "no pooler in the checkpoint"
+        if report.get("reinitialised"):
+            kept = f"then re-initialised (seed {config.seed}): {', '.join(report['reinitialised'])}"
         what = (f"RECIPE purification: continual pre-training on {report['corpus_size']} auxiliary sentences with "
                 f"λ={config.lam}·Σ‖W‖ ({config.norm}) over {len(report['regularised'])} weight matrices "
                 f"({config.scope} scope: {', '.join(report['regularised'])}), "
