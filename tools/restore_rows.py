@@ -16,45 +16,48 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer
 
+from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
+from ptmdetox.defenses.recipe import unseen_embedding_rows
+
+POOLER = "pooler.dense.weight"
 
 
 def main(what: str, source: str, purified: str, out: str,
          aux: str = "../shared/data/bookcorpus_recipe/train.tsv") -> None:
-    original, weights = load_file(f"{source}/model.safetensors"), load_file(f"{purified}/model.safetensors")
+    weights = load_file(f"{purified}/model.safetensors")
     if what == "pooler-reinit":
-        name = _named(weights, "pooler.dense.weight")
+        name = _named(weights, POOLER)
         weights[name] = torch.randn(weights[name].shape, generator=torch.Generator().manual_seed(0)) * 0.02
-        _save(purified, out, weights)
-        print(f"{out}: {name} drawn afresh")
-        return
-    if what == "pooler":
-        name = _named(weights, "pooler.dense.weight")
-        weights[name] = original[_named(original, "pooler.dense.weight")]
-        _save(purified, out, weights)
-        print(f"{out}: {name} restored from {source}")
-        return
-    tokenizer = AutoTokenizer.from_pretrained(purified)
-    name = _named(weights, "word_embeddings.weight")
-    counts = torch.zeros(weights[name].shape[0], dtype=torch.long)
-    for text in read_corpus(aux).texts:
-        counts[tokenizer(text, truncation=True, max_length=64)["input_ids"]] += 1
-    unseen = (counts == 0).nonzero().squeeze(1)
-    weights[name][unseen] = original[_named(original, "word_embeddings.weight")][unseen]
-    _save(purified, out, weights)
-    print(f"{out}: {len(unseen)} rows restored from {source}")
+        message = f"{name} drawn afresh"
+    elif what == "pooler":
+        original = load_file(f"{source}/model.safetensors")
+        name = _named(weights, POOLER)
+        weights[name] = original[_named(original, POOLER)]
+        message = f"{name} restored from {source}"
+    else:
+        original = load_file(f"{source}/model.safetensors")
+        unseen = _unseen_rows(purified, aux)
+        name = _named(weights, "word_embeddings.weight")
+        weights[name][unseen] = original[_named(original, "word_embeddings.weight")][unseen]
+        message = f"{len(unseen)} rows restored from {source}"
+    shutil.copytree(purified, out)
+    save_file(weights, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    print(f"{out}: {message}")
+
+
+def _unseen_rows(model: str, aux: str) -> torch.Tensor:
+    """The rows RECIPE's default penalty covers: tokens absent from `aux` read at RECIPE's length (64)."""
+    adapter = models.create(model)
+    embedding = adapter.parameters_matching([adapter.token_embedding])
+    rows = unseen_embedding_rows(adapter, embedding, adapter.tokenize(read_corpus(aux).texts, 64))
+    return next(iter(rows.values()))
 
 
 def _named(weights: dict, suffix: str) -> str:
     """The key ending in `suffix` (checkpoints differ in their prefix: `bert.` or none)."""
     return next(k for k in weights if k.endswith(suffix))
-
-
-def _save(purified: str, out: str, weights: dict) -> None:
-    shutil.copytree(purified, out)
-    save_file(weights, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
 
 
 if __name__ == "__main__":
