@@ -157,3 +157,16 @@ def test_only_selects_every_value_of_a_sweep(tmp_path, tiny_model, tiny_corpus, 
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
     assert selected_models(load_suite(str(path)), ["lam", "clean"]) == {"lam[lam=0.1]", "lam[lam=1.0]", "clean"}
+
+
+def test_seeds_option_evaluates_only_those_seeds_and_reports_the_rest_from_the_cache(tmp_path, tiny_model,
+                                                                                   tiny_corpus, tiny_task):
+    path = _suite(tmp_path, tiny_model, tiny_corpus, tiny_task)
+    cache, results = str(tmp_path / "cache"), str(tmp_path / "r")
+    first = run_suite(path, cache=cache, results=results, progress=False, only=["clean"], only_seeds=[2])
+    assert [run["seed"] for run in first["results"]["toy"]["clean"]["runs"]] == [2]
+    assert (first["evaluations_done"], first["evaluations_total"]) == (1, 6)
+    second = run_suite(path, cache=cache, results=results, progress=False, only=["clean"], only_seeds=[1])
+    assert sorted(run["seed"] for run in second["results"]["toy"]["clean"]["runs"]) == [1, 2]
+    with pytest.raises(PtmdetoxError, match="--seeds: the suite has no seed 7"):
+        run_suite(path, cache=cache, results=results, progress=False, only_seeds=[7])

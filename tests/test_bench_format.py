@@ -9,6 +9,7 @@ import yaml
 
 from ptmdetox.bench import _chain, _resolved, load_suite, run_suite, triggers_by_model
 from ptmdetox.cli import main
+from ptmdetox.defenses.recipe import RecipeConfig
 from ptmdetox.errors import PtmdetoxError
 
 from test_cli import run_error
@@ -100,7 +101,7 @@ def test_bad_defense_options_and_sweeps_are_one_line_errors(tmp_path, base):
         load_suite(no_values)
 
 
-@pytest.mark.parametrize("name", ["paper-text", "paper-sweeps", "paper-attacks", "foundation"])
+@pytest.mark.parametrize("name", ["paper-text", "paper-sweeps", "paper-attacks", "foundation", "recipe-head"])
 def test_shipped_suites_load(name):
     for quick in (False, True):
         suite = load_suite(name, quick)
@@ -115,6 +116,19 @@ def test_paper_attacks_shares_models_and_protocol_with_paper_text():
         assert attacks["tasks"][task] == text["tasks"][task]
     for model in ("por", "por+recipe", "badpre", "badpre+recipe"):
         assert [_resolved(s) for s in _chain(attacks, model)] == [_resolved(s) for s in _chain(text, model)]
+
+
+def test_recipe_head_shares_models_and_protocol_with_paper_text():
+    head, text = load_suite("recipe-head"), load_suite("paper-text")
+    for key in ("model", "aux", "policy", "finetune", "seeds", "floor"):
+        assert head[key] == text[key]
+    for task in head["tasks"]:
+        assert head["tasks"][task] == text["tasks"][task]
+    for attack in ("neuba", "por", "badpre"):
+        for model in (attack, f"{attack}+recipe"):
+            assert [_resolved(s) for s in _chain(head, model)] == [_resolved(s) for s in _chain(text, model)]
+        reinit = _chain(head, f"{attack}+recipe+reinit")[-1]["defense"]
+        assert reinit == {"method": "reinit", "seed": RecipeConfig().seed}
 
 
 def test_models_with_the_same_triggers_in_another_order_share_one_table():

@@ -9,6 +9,7 @@ from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.defenses.recipe import (RecipeConfig, _keep_loss, _total_steps, preset, recipe_purify, regularisation,
                                       select_parameters, unseen_embedding_rows, weight_norm)
+from ptmdetox.defenses.reinit import ReinitConfig, reinit_purify
 from ptmdetox.errors import PtmdetoxError
 
 INTERMEDIATE = ["encoder.layer.0.intermediate.dense.weight", "encoder.layer.1.intermediate.dense.weight"]
@@ -185,6 +186,10 @@ def test_reinit_gives_the_pooler_a_fresh_seeded_initialisation_after_purificatio
             assert torch.equal(value, state[name]), name
     assert "representation_head" not in fast().to_dict() and fast(representation_head="reinit").to_dict()[
         "representation_head"] == "reinit"
+    # the reinit defense with RECIPE's seed, run on the decayed result, gives the same model (bench/recipe-head.yaml)
+    reinit_purify(decayed, [], ReinitConfig(seed=fast().seed), progress=False)
+    for name, value in decayed.model.state_dict().items():
+        assert torch.equal(value, state[name]), name
 
 
 def test_penalty_covers_only_embedding_rows_of_tokens_absent_from_the_corpus(tiny_model, tiny_corpus):

@@ -353,11 +353,23 @@ def selected_models(suite: dict, only: list[str] | None) -> set[str]:
     return chosen
 
 
+def selected_seeds(seeds: list[int], only: list[int] | None) -> set[int]:
+    """The suite's seeds a run may evaluate: all, or those in `only` (each must be one of the suite's)."""
+    if not only:
+        return set(seeds)
+    unknown = [s for s in only if s not in seeds]
+    if unknown:
+        raise PtmdetoxError(f"--seeds: the suite has no seed {unknown[0]} (its seeds: "
+                            f"{', '.join(map(str, seeds))})")
+    return set(only)
+
+
 def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results: str = "results",
               progress: bool = True, cached_only: bool = False, mode: str | None = None,
-              only: list[str] | None = None) -> dict:
+              only: list[str] | None = None, only_seeds: list[int] | None = None) -> dict:
     """`mode` runs every step that has one in that compute mode (e.g. "reference", for a before/after wall time);
-    its results go to SUITE-MODE.json. `only` runs just those models (the others are reported from the cache)."""
+    its results go to SUITE-MODE.json. `only` runs just those models and `only_seeds` just those of the suite's
+    seeds (the others are reported from the cache)."""
     suite = load_suite(name, quick, mode)
     validate(suite)
     runnable = selected_models(suite, only)
@@ -371,6 +383,7 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     os.makedirs(cache, exist_ok=True)
     os.makedirs(results, exist_ok=True)
     seeds = list(suite.get("seeds", [1, 2, 3]))
+    runnable_seeds = selected_seeds(seeds, only_seeds)
     timings: dict = {}
     # seed-major: an interrupted run already holds every model on every task under the first seeds
     jobs = [(m, t, s) for s in seeds for t in suite["tasks"] for m in suite["models"]]
@@ -386,7 +399,7 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
         if os.path.isfile(cached):
             with open(cached, encoding="utf-8") as f:
                 run = json.load(f)
-        elif cached_only or model not in runnable:
+        elif cached_only or model not in runnable or seed not in runnable_seeds:
             continue
         else:
             folder = model_path(suite, model, cache, progress, timings)

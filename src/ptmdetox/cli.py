@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="MODEL[,MODEL...]",
                        help="build and evaluate only these suite models (a sweep's name selects all its values); "
                             "the others are reported from the cache where it holds them")
+    bench.add_argument("--seeds", type=_seeds, metavar="S[,S...]",
+                       help="evaluate only these of the suite's seeds (e.g. 1 for a first pass over every cell); "
+                            "the others are reported from the cache where it holds them")
     bench.add_argument("--mode", choices=["fast", "reference"],
                        help="run every attack, defense and fine-tuning that has a compute mode in this one "
                             "(reference: the released code's layout; for a before/after wall time); results go to "
@@ -484,7 +487,8 @@ def run(args) -> int:
         from .bench import run_suite
 
         run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress,
-                  cached_only=args.cached_only, mode=args.mode, only=args.only)
+                  cached_only=args.cached_only, mode=args.mode, only=args.only,
+                  only_seeds=args.seeds)
     elif args.command == "bench-speed":
         from .speedbench import run_from_args
 
