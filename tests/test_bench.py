@@ -170,3 +170,15 @@ def test_seeds_option_evaluates_only_those_seeds_and_reports_the_rest_from_the_c
     assert sorted(run["seed"] for run in second["results"]["toy"]["clean"]["runs"]) == [1, 2]
     with pytest.raises(PtmdetoxError, match="--seeds: the suite has no seed 7"):
         run_suite(path, cache=cache, results=results, progress=False, only_seeds=[7])
+
+
+def test_build_only_builds_the_selected_chain_and_evaluates_nothing(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    path = _suite(tmp_path, tiny_model, tiny_corpus, tiny_task)
+    cache, results = str(tmp_path / "cache"), str(tmp_path / "r")
+    report = run_suite(path, cache=cache, results=results, progress=False, only=["neuba+recipe"], build_only=True)
+    assert len([d for d in os.listdir(cache) if d.startswith("model-")]) == 2, "the attack and the defense"
+    assert not [f for f in os.listdir(cache) if f.startswith("eval-")]
+    assert report["evaluations_done"] == 0 and report["results"] == {}
+    assert len([k for k in report["timings_this_run"] if k.startswith("build")]) == 2
+    again = run_suite(path, cache=cache, results=results, progress=False, build_only=True)
+    assert again["timings_this_run"] == {}, "every model was already built"

@@ -366,10 +366,11 @@ def selected_seeds(seeds: list[int], only: list[int] | None) -> set[int]:
 
 def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results: str = "results",
               progress: bool = True, cached_only: bool = False, mode: str | None = None,
-              only: list[str] | None = None, only_seeds: list[int] | None = None) -> dict:
+              only: list[str] | None = None, only_seeds: list[int] | None = None, build_only: bool = False) -> dict:
     """`mode` runs every step that has one in that compute mode (e.g. "reference", for a before/after wall time);
     its results go to SUITE-MODE.json. `only` runs just those models and `only_seeds` just those of the suite's
-    seeds (the others are reported from the cache)."""
+    seeds (the others are reported from the cache). `build_only` builds the (selected) models and evaluates
+    nothing."""
     suite = load_suite(name, quick, mode)
     validate(suite)
     runnable = selected_models(suite, only)
@@ -385,6 +386,11 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     seeds = list(suite.get("seeds", [1, 2, 3]))
     runnable_seeds = selected_seeds(seeds, only_seeds)
     timings: dict = {}
+    if build_only:
+        for model in tqdm([m for m in suite["models"] if m in runnable], desc=f"build {suite_name}",
+                          disable=not progress):
+            model_path(suite, model, cache, progress, timings)
+        cached_only = True
     # seed-major: an interrupted run already holds every model on every task under the first seeds
     jobs = [(m, t, s) for s in seeds for t in suite["tasks"] for m in suite["models"]]
     per_run: dict = {}

@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=_seeds, metavar="S[,S...]",
                        help="evaluate only these of the suite's seeds (e.g. 1 for a first pass over every cell); "
                             "the others are reported from the cache where it holds them")
+    bench.add_argument("--build-only", action="store_true",
+                       help="build (or finish building) the suite's models, or those of --only, and evaluate nothing; "
+                            "the table reports what the cache holds")
     bench.add_argument("--mode", choices=["fast", "reference"],
                        help="run every attack, defense and fine-tuning that has a compute mode in this one "
                             "(reference: the released code's layout; for a before/after wall time); results go to "
@@ -488,7 +491,7 @@ def run(args) -> int:
 
         run_suite(args.suite, quick=args.quick, cache=args.cache, results=args.results, progress=progress,
                   cached_only=args.cached_only, mode=args.mode, only=args.only,
-                  only_seeds=args.seeds)
+                  only_seeds=args.seeds, build_only=args.build_only)
     elif args.command == "bench-speed":
         from .speedbench import run_from_args
 
