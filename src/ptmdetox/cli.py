@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "count as unseen (default 1)")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
-                             "re-initialise it (seeded); which fine-tunes better depends on the task (docs/results.md, issue 4)")
+                             "re-initialise it (seeded); which fine-tunes better depends on the task "
+                             "(docs/results.md, issue 4)")
     recipe.add_argument("--loss", dest="pretrain_loss", choices=["mlm", "keep", "mlm+keep", "none"],
                         help="pre-training loss (default mlm, the paper's; mlm+keep adds the keep term)")
     recipe.add_argument("--keep-weight", type=float, metavar="W",
