@@ -37,6 +37,7 @@ from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 from ..snapshots import SnapshotSaver, check_steps
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
+from .reinit import reinitialise_modules
 
 NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
@@ -322,11 +323,7 @@ def _reinitialise_representation_head(adapter: ModelAdapter, config: RecipeConfi
     head = adapter.representation_head()
     if config.representation_head != "reinit" or head is None:
         return []
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        adapter.reinitialise(head)
-    ids = {id(p) for p in head.parameters()}
-    return [n for n, p in adapter.named_parameters() if id(p) in ids]
+    return reinitialise_modules(adapter, [head], config.seed)
 
 
 def _keep_loss(teacher, batch: dict, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -43,14 +43,20 @@ def modules_to_reinitialise(adapter: ModelAdapter, config: ReinitConfig) -> list
     return chosen
 
 
+def reinitialise_modules(adapter: ModelAdapter, modules: list[torch.nn.Module], seed: int) -> list[str]:
+    """The family's fresh initialisation of `modules`, in place, drawn from `seed` (the global random state is left
+    as it was); the names of the re-initialised parameters."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in modules:
+            adapter.reinitialise(module)
+    wanted = {id(p) for m in modules for p in m.parameters()}
+    return [n for n, p in adapter.named_parameters() if id(p) in wanted]
+
+
 def reinit_purify(adapter: ModelAdapter, corpus_texts: list[str], config: ReinitConfig, progress: bool = True) -> dict:
     """Re-initialise in place; `corpus_texts` is not needed. The report names every re-initialised parameter."""
-    modules = modules_to_reinitialise(adapter, config)
-    torch.manual_seed(config.seed)
-    for module in modules:
-        adapter.reinitialise(module)
-    wanted = {id(p) for m in modules for p in m.parameters()}
-    names = [n for n, p in adapter.named_parameters() if id(p) in wanted]
+    names = reinitialise_modules(adapter, modules_to_reinitialise(adapter, config), config.seed)
     what = (["the representation head"] if config.head else []) + (
         [f"the top {config.top_layers} blocks"] if config.top_layers else [])
     return {
