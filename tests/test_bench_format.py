@@ -101,7 +101,8 @@ def test_bad_defense_options_and_sweeps_are_one_line_errors(tmp_path, base):
         load_suite(no_values)
 
 
-@pytest.mark.parametrize("name", ["paper-text", "paper-sweeps", "paper-attacks", "foundation", "recipe-head"])
+@pytest.mark.parametrize("name", ["paper-text", "paper-sweeps", "paper-attacks", "foundation", "recipe-head",
+                                  "recipe-min-count"])
 def test_shipped_suites_load(name):
     for quick in (False, True):
         suite = load_suite(name, quick)
@@ -131,6 +132,24 @@ def test_recipe_head_shares_models_and_protocol_with_paper_text():
         assert reinit == {"method": "reinit", "seed": RecipeConfig().seed}
 
 
+def test_recipe_min_count_shares_models_with_paper_text_and_changes_only_the_min_count():
+    suite, text, sweeps = load_suite("recipe-min-count"), load_suite("paper-text"), load_suite("paper-sweeps")
+    for key in ("model", "aux", "policy", "finetune", "seeds", "floor"):
+        assert suite[key] == text[key]
+    for task in suite["tasks"]:
+        assert suite["tasks"][task] == text["tasks"][task]
+    resolved = lambda s, model: [_resolved(step) for step in _chain(s, model)]  # noqa: E731
+    assert resolved(suite, "clean+recipe-min5") == resolved(sweeps, "clean+recipe")
+    for attack in ("neuba", "por", "badpre"):
+        assert resolved(suite, attack) == resolved(text, attack)
+        assert resolved(suite, f"{attack}+recipe-min5") == resolved(text, f"{attack}+recipe")
+    for source in ("clean", "neuba", "por", "badpre"):
+        min1, min5 = resolved(suite, f"{source}+recipe-min1"), resolved(suite, f"{source}+recipe-min5")
+        assert min1[:-1] == min5[:-1]
+        assert "embedding_min_count" not in min1[-1]["config"]      # the key results made before the change have
+        assert min5[-1]["config"] == {**min1[-1]["config"], "embedding_min_count": 5}
+
+
 def test_models_with_the_same_triggers_in_another_order_share_one_table():
     from ptmdetox.bench import _trigger_groups
     groups = _trigger_groups({"clean": ("cf", "tq", "mn", "x"), "por": ("cf", "tq", "mn"),
@@ -141,5 +160,6 @@ def test_models_with_the_same_triggers_in_another_order_share_one_table():
 def test_recipe_options_added_later_keep_earlier_cache_keys():
     from ptmdetox.defenses.recipe import RecipeConfig
     assert not {"keep_positions", "snapshot_steps", "embedding_min_count"} & set(
-        RecipeConfig(keep_positions="all").to_dict())
+        RecipeConfig(keep_positions="all", embedding_min_count=1).to_dict())
+    assert RecipeConfig().to_dict()["embedding_min_count"] == 5
     assert RecipeConfig().to_dict()["keep_positions"] == "tokens"

@@ -201,10 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'regularised', 'all', or parameter-name patterns (default: the family's)")
     recipe.add_argument("--embedding-rows", choices=["unseen", "all"],
                         help="token-embedding rows the penalty covers when the embedding matrix is regularised: only "
-                             "those of tokens absent from the auxiliary corpus (default) or all")
+                             "those of tokens rare in the auxiliary corpus (default) or all")
     recipe.add_argument("--embedding-min-count", type=int, metavar="N",
                         help="with --embedding-rows unseen: tokens seen fewer than N times in the auxiliary corpus "
-                             "count as unseen (default 1)")
+                             "count as unseen (default 5)")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "
