@@ -109,42 +109,46 @@ def test_shipped_suites_load(name):
         assert suite["models"] and suite["tasks"]
 
 
+def _resolved_chain(suite: dict, model: str) -> list[dict]:
+    return [_resolved(step) for step in _chain(suite, model)]
+
+
+def _assert_same_protocol(suite: dict, reference: dict,
+                          keys=("model", "aux", "policy", "finetune", "seeds", "floor")) -> None:
+    """Same base model, auxiliary data, insertion policy, fine-tuning and tasks: the two suites share cache entries."""
+    for key in keys:
+        assert suite[key] == reference[key], key
+    for task in suite["tasks"]:
+        assert suite["tasks"][task] == reference["tasks"][task], task
+
+
 def test_paper_attacks_shares_models_and_protocol_with_paper_text():
     attacks, text = load_suite("paper-attacks"), load_suite("paper-text")
-    for key in ("model", "aux", "policy", "finetune", "seeds"):
-        assert attacks[key] == text[key]
-    for task in attacks["tasks"]:
-        assert attacks["tasks"][task] == text["tasks"][task]
+    _assert_same_protocol(attacks, text, keys=("model", "aux", "policy", "finetune", "seeds"))
     for model in ("por", "por+recipe", "badpre", "badpre+recipe"):
-        assert [_resolved(s) for s in _chain(attacks, model)] == [_resolved(s) for s in _chain(text, model)]
+        assert _resolved_chain(attacks, model) == _resolved_chain(text, model)
 
 
 def test_recipe_head_shares_models_and_protocol_with_paper_text():
     head, text = load_suite("recipe-head"), load_suite("paper-text")
-    for key in ("model", "aux", "policy", "finetune", "seeds", "floor"):
-        assert head[key] == text[key]
-    for task in head["tasks"]:
-        assert head["tasks"][task] == text["tasks"][task]
+    _assert_same_protocol(head, text)
     for attack in ("neuba", "por", "badpre"):
         for model in (attack, f"{attack}+recipe"):
-            assert [_resolved(s) for s in _chain(head, model)] == [_resolved(s) for s in _chain(text, model)]
+            assert _resolved_chain(head, model) == _resolved_chain(text, model)
         reinit = _chain(head, f"{attack}+recipe+reinit")[-1]["defense"]
         assert reinit == {"method": "reinit", "seed": RecipeConfig().seed}
 
 
 def test_recipe_min_count_shares_models_with_paper_text_and_changes_only_the_min_count():
     suite, text, sweeps = load_suite("recipe-min-count"), load_suite("paper-text"), load_suite("paper-sweeps")
-    for key in ("model", "aux", "policy", "finetune", "seeds", "floor"):
-        assert suite[key] == text[key]
-    for task in suite["tasks"]:
-        assert suite["tasks"][task] == text["tasks"][task]
-    resolved = lambda s, model: [_resolved(step) for step in _chain(s, model)]  # noqa: E731
-    assert resolved(suite, "clean+recipe-min5") == resolved(sweeps, "clean+recipe")
+    _assert_same_protocol(suite, text)
+    assert set(suite["tasks"]) == set(text["tasks"])
+    assert _resolved_chain(suite, "clean+recipe-min5") == _resolved_chain(sweeps, "clean+recipe")
     for attack in ("neuba", "por", "badpre"):
-        assert resolved(suite, attack) == resolved(text, attack)
-        assert resolved(suite, f"{attack}+recipe-min5") == resolved(text, f"{attack}+recipe")
+        assert _resolved_chain(suite, attack) == _resolved_chain(text, attack)
+        assert _resolved_chain(suite, f"{attack}+recipe-min5") == _resolved_chain(text, f"{attack}+recipe")
     for source in ("clean", "neuba", "por", "badpre"):
-        min1, min5 = resolved(suite, f"{source}+recipe-min1"), resolved(suite, f"{source}+recipe-min5")
+        min1, min5 = _resolved_chain(suite, f"{source}+recipe-min1"), _resolved_chain(suite, f"{source}+recipe-min5")
         assert min1[:-1] == min5[:-1]
         assert "embedding_min_count" not in min1[-1]["config"]      # the key results made before the change have
         assert min5[-1]["config"] == {**min1[-1]["config"], "embedding_min_count": 5}
