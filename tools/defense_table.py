@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import json
 import sys
+from statistics import fmean as mean
+
+from ptmdetox.bench import restrict
 
 DEFENSES = ("", "+fp", "+fp-gm", "+fp-ga", "+recipe")
 
 
 def masr(run: dict, triggers) -> float:
-    return max(run["per_trigger"][t]["asr"] for t in triggers)
+    return restrict(run, triggers)["masr"]
 
 
 def on_seed(row: dict, seed: int) -> dict:
     return next(run for run in row["runs"] if run["seed"] == seed)
-
-
-def mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
 
 
 def main(path: str, seed: int = 1, all_seeds_row: str = "recipe") -> None:
