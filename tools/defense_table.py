@@ -43,11 +43,11 @@ def main(path: str, seed: int | None = 1, all_seeds_row: str = "recipe") -> None
         report = json.load(f)
     results, triggers_by_model = report["results"], report["triggers_by_model"]
     if seed is None:
-        print(HEADER.format(seeds=", mean over seeds"))
-        print("|---|---|---|---|---|---|---|---|")
+        header = HEADER.format(seeds=", mean over seeds")
     else:
-        print(HEADER.format(seeds=f" (seed {seed})") + f" {all_seeds_row}, all seeds |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        header = HEADER.format(seeds=f" (seed {seed})") + f" {all_seeds_row}, all seeds |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
     for task, rows in results.items():
         clean = rows["clean"]
         for attack in ("neuba", "por", "badpre"):
