@@ -129,6 +129,14 @@ def test_paper_attacks_shares_models_and_protocol_with_paper_text():
         assert _resolved_chain(attacks, model) == _resolved_chain(text, model)
 
 
+def test_paper_sweeps_fine_tunes_as_paper_text_and_shares_its_neuba_models():
+    sweeps, text = load_suite("paper-sweeps"), load_suite("paper-text")
+    _assert_same_protocol(sweeps, text, keys=("model", "aux", "policy", "finetune", "seeds"))
+    assert _resolved_chain(sweeps, "neuba") == _resolved_chain(text, "neuba")
+    assert _resolved_chain(sweeps, "lam[lam=1.0]") == _resolved_chain(text, "neuba+recipe")
+    assert _resolved_chain(sweeps, "dynamics")[:-1] == _resolved_chain(text, "neuba+recipe")[:-1]
+
+
 def test_recipe_head_shares_models_and_protocol_with_paper_text():
     head, text = load_suite("recipe-head"), load_suite("paper-text")
     _assert_same_protocol(head, text)
