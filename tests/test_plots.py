@@ -36,6 +36,23 @@ def test_curves_from_a_suite_sweep():
         plots.curves_from_suite(suite_report(), "aux")
 
 
+def test_curves_carry_spreads_over_seeds_and_the_floor_is_the_clean_model():
+    report = suite_report()
+    report["results"]["sst2"]["r[lam=1]"].update(acc_std=1.5, masr_std=4.0)
+    report["results"]["sst2"]["r[lam=0.1]"].update(acc_std=0.5, masr_std=2.0)
+    _, series = plots.curves_from_suite(report, "r")
+    assert sorted(series["sst2"])[:2] == [(0.1, 90, 95, 0.5, 2.0), (1.0, 87, 20, 1.5, 4.0)]
+    assert plots.floor_from_suite({**report, "config": {"floor": "clean"}}) == {"sst2": (88, 18), "agnews": (88, 18)}
+    assert plots.floor_from_suite({**report, "config": {"floor": None}}) == {}
+
+
+def test_a_curve_with_spreads_on_some_points_and_a_floor_is_drawn(tmp_path):
+    series = {"sst2": [(0, 91, 99, 1.0, 0.5), (150, 90, 60)], "hsol": [(0, 90, 98, 0.2, 0.1), (150, 91, 30, 1, 2)]}
+    path = plots.dynamics_plot(series, str(tmp_path / "d.png"), floor={"sst2": (92, 18), "other": (1, 2)})
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG
+
+
 def test_sweep_dynamics_and_bar_plots_are_pngs_written_atomically(tmp_path):
     _, series = plots.curves_from_suite(suite_report(), "r")
     sweep = plots.curve_plot(series, "λ", str(tmp_path / "sweep.png"), "λ sweep", log_x=True)

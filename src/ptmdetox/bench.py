@@ -498,17 +498,17 @@ def _try_plot(function, *args) -> str | None:
 
 
 def _sweep_plots(report: dict, suite_name: str, results: str) -> list[str | None]:
-    made = []
+    made, floor = [], plots.floor_from_suite(report)
     for sweep, info in report["sweeps"].items():
         path = os.path.join(results, f"{suite_name}-sweep-{_slug(sweep)}.png")
         param, series = plots.curves_from_suite(report, sweep)
         if series and param == "steps":
             how = "snapshots of one run" if info.get("one_run") else "separate runs"
             title = f"Purification dynamics ({sweep}: {how})"
-            made.append(_try_plot(functools.partial(plots.dynamics_plot, title=title), series, path))
+            made.append(_try_plot(functools.partial(plots.dynamics_plot, title=title, floor=floor), series, path))
         elif series:
-            made.append(_try_plot(plots.curve_plot, series, param, path, f"{sweep}: sweep over {param}",
-                                  param == "corpus_limit"))
+            made.append(_try_plot(functools.partial(plots.curve_plot, floor=floor), series, param, path,
+                                  f"{sweep}: sweep over {param}", param == "corpus_limit"))
         else:   # non-numeric values (e.g. auxiliary corpora): bars per task
             for task, rows in report["results"].items():
                 chosen = {m: rows[m] for m in info["models"] if m in rows}

@@ -4,7 +4,8 @@
 - `curve_plot`: ACC and MASR against one quantity per task — purification dynamics (against purification steps,
   Figure 3) or a sweep (λ, auxiliary-data size, corpus);
 - `defense_bars`: ACC and MASR per model for one task;
-- `curves_from_suite`: the series of a bench suite's sweep, read from its result JSON.
+- `curves_from_suite`: the series of a bench suite's sweep, read from its result JSON (with spreads over seeds);
+- `floor_from_suite`: the clean model's ACC and MASR per task, the reference lines of those plots.
 """
 
 from __future__ import annotations
@@ -51,17 +52,24 @@ def neuron_plot(reports: dict[str, dict], path: str) -> str:
     return save_figure(fig, path)
 
 
-def curve_plot(series: dict[str, list[tuple[float, float, float]]], xlabel: str, path: str, title: str = "",
-               log_x: bool = False) -> str:
-    """ACC and MASR (percent) against x, one line pair per task; `series[task] = [(x, acc, masr), ...]`."""
+def curve_plot(series: dict[str, list[tuple]], xlabel: str, path: str, title: str = "", log_x: bool = False,
+               floor: dict[str, tuple[float, float]] | None = None) -> str:
+    """ACC and MASR (percent) against x, one line pair per task; `series[task] = [(x, acc, masr), ...]`, or
+    `(x, acc, masr, acc_std, masr_std)` for error bars over seeds. `floor[task] = (acc, masr)` of the clean model,
+    drawn as a dashed line in the task's colour: the ACC to keep and the MASR to come back to."""
     if not series or not any(series.values()):
         raise PtmdetoxError("nothing to plot")
     fig, (acc_ax, masr_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
     for task, points in series.items():
         points = sorted(points)
         xs = [p[0] for p in points]
-        acc_ax.plot(xs, [p[1] for p in points], marker="o", label=task)
-        masr_ax.plot(xs, [p[2] for p in points], marker="s", label=task)
+        spread = (lambda i: [p[i] for p in points]) if all(len(p) == 5 for p in points) else (lambda i: None)
+        line = acc_ax.errorbar(xs, [p[1] for p in points], yerr=spread(3), marker="o", capsize=3, label=task)
+        masr_ax.errorbar(xs, [p[2] for p in points], yerr=spread(4), marker="s", capsize=3, label=task)
+        if floor and task in floor:
+            colour = line.lines[0].get_color()
+            for ax, value in zip((acc_ax, masr_ax), floor[task]):
+                ax.axhline(value, color=colour, linestyle="--", linewidth=1, label=f"{task}: clean model")
     for ax, label in ((acc_ax, "ACC (%)"), (masr_ax, "MASR (%)")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
@@ -73,10 +81,10 @@ def curve_plot(series: dict[str, list[tuple[float, float, float]]], xlabel: str,
     return save_figure(fig, path)
 
 
-def dynamics_plot(series: dict[str, list[tuple[float, float, float]]], path: str, unit: str = "purification step",
-                  title: str = "Purification dynamics") -> str:
+def dynamics_plot(series: dict[str, list[tuple]], path: str, unit: str = "purification step",
+                  title: str = "Purification dynamics", floor: dict[str, tuple[float, float]] | None = None) -> str:
     """Figure 3: ACC and MASR of models taken along purification (x = 0: the backdoored model)."""
-    return curve_plot(series, unit, path, title)
+    return curve_plot(series, unit, path, title, floor=floor)
 
 
 def defense_bars(task: str, summaries: dict[str, dict], path: str) -> str:
@@ -99,11 +107,25 @@ def curves_from_suite(report: dict, sweep: str) -> tuple[str, dict[str, list[tup
     info = report["sweeps"][sweep]
     series = {}
     for task, rows in report["results"].items():
-        points = [(float(x), rows[m]["acc"], rows[m]["masr"]) for m, x in info["models"].items()
+        points = [(float(x), *_summary_point(rows[m])) for m, x in info["models"].items()
                   if m in rows and _is_number(x)]
         if points:
             series[task] = points
     return info["param"], series
+
+
+def floor_from_suite(report: dict) -> dict[str, tuple[float, float]]:
+    """{task: (acc, masr)} of the suite's floor (clean) model, for the tasks where the result has it."""
+    floor = (report.get("config") or {}).get("floor")
+    return {task: (rows[floor]["acc"], rows[floor]["masr"]) for task, rows in report["results"].items()
+            if floor in rows}
+
+
+def _summary_point(row: dict) -> tuple:
+    """(acc, masr), with their spreads over seeds when the row has them."""
+    if "acc_std" in row and "masr_std" in row:
+        return row["acc"], row["masr"], row["acc_std"], row["masr_std"]
+    return row["acc"], row["masr"]
 
 
 def _is_number(value) -> bool:
