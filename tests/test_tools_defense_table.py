@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "defense_table.py"
+from tool_cases import load_tool, suite_run as _run
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("defense_table", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run(seed: int, acc: float, asr: dict) -> dict:
-    return {"seed": seed, "acc": acc, "per_trigger": {t: {"asr": v} for t, v in asr.items()}}
+    return load_tool("defense_table")
 
 
 def _report(tmp_path) -> str:
