@@ -17,6 +17,10 @@ from ptmdetox.bench import restrict
 HEADER = "| model | ACC (seed {seed}) | MASR | ΔMASR | seeds | ACC (mean) | MASR | ΔMASR |"
 
 
+def _on_seeds(runs: list[dict], seeds) -> list[dict]:
+    return [run for run in runs if run["seed"] in seeds]
+
+
 def _mean_masr(runs: list[dict], triggers) -> float:
     return mean(restrict(run, triggers)["masr"] for run in runs)
 
@@ -36,7 +40,7 @@ def main(path: str, seed: int = 1, task: str | None = None) -> None:
     rows, floor = results[task], (report.get("config") or {}).get("floor") or "clean"
     if floor not in rows:
         raise SystemExit(f"the floor model '{floor}' has no result on {task}")
-    floor_on_seed = [run for run in rows[floor]["runs"] if run["seed"] == seed]
+    floor_on_seed = _on_seeds(rows[floor]["runs"], {seed})
     if not floor_on_seed:
         raise SystemExit(f"the floor model '{floor}' has no run on seed {seed}")
     header = HEADER.format(seed=seed)
@@ -44,10 +48,10 @@ def main(path: str, seed: int = 1, task: str | None = None) -> None:
     print("|" + "---|" * (header.count("|") - 1))
     for name, row in rows.items():
         triggers = report["triggers_by_model"][name]
-        on_seed = [run for run in row["runs"] if run["seed"] == seed]
+        on_seed = _on_seeds(row["runs"], {seed})
         seed_cells = _cells(on_seed, floor_on_seed, triggers) if on_seed else ["–"] * 3
         seeds = {run["seed"] for run in row["runs"]}
-        all_cells = _cells(row["runs"], [run for run in rows[floor]["runs"] if run["seed"] in seeds], triggers)
+        all_cells = _cells(row["runs"], _on_seeds(rows[floor]["runs"], seeds), triggers)
         print(f"| {name} | " + " | ".join([*seed_cells, str(len(row["runs"])), *all_cells]) + " |")
 
 

@@ -63,9 +63,10 @@ def curve_plot(series: dict[str, list[tuple]], xlabel: str, path: str, title: st
     for task, points in series.items():
         points = sorted(points)
         xs = [p[0] for p in points]
-        spread = (lambda i: [p[i] for p in points]) if all(len(p) == 5 for p in points) else (lambda i: None)
-        line = acc_ax.errorbar(xs, [p[1] for p in points], yerr=spread(3), marker="o", capsize=3, label=task)
-        masr_ax.errorbar(xs, [p[2] for p in points], yerr=spread(4), marker="s", capsize=3, label=task)
+        spreads = all(len(p) == 5 for p in points)
+        acc_err, masr_err = ([p[3] for p in points], [p[4] for p in points]) if spreads else (None, None)
+        line = acc_ax.errorbar(xs, [p[1] for p in points], yerr=acc_err, marker="o", capsize=3, label=task)
+        masr_ax.errorbar(xs, [p[2] for p in points], yerr=masr_err, marker="s", capsize=3, label=task)
         if floor and task in floor:
             colour = line.lines[0].get_color()
             for ax, value in zip((acc_ax, masr_ax), floor[task]):
