@@ -66,7 +66,7 @@ def test_reference_projects_every_position_fast_only_the_masked_ones(tiny_model)
     mlm_loss(adapter, FAST, masked, labels)
     hidden = adapter.representation_size
     rounded = -(-n_masked // MASKED_ROWS_MULTIPLE) * MASKED_ROWS_MULTIPLE
-    assert shapes == [(len(SENTENCES), 64, hidden), (rounded, hidden)]
+    assert shapes == [(len(SENTENCES) * 64, hidden), (rounded, hidden)]
     assert 0 < n_masked <= rounded < n_masked + MASKED_ROWS_MULTIPLE < len(SENTENCES) * 64
 
 
@@ -117,7 +117,8 @@ def test_recipe_reference_mode_pads_to_max_length_and_records_it(tiny_model):
     widths, report = batch_widths(models.create(tiny_model), sentences, config)
     assert widths == [(8, 32)] * 4
     assert report["compute"] == {"mode": "reference", "bf16_autocast": False, "pad_to": 32, "mlm_all_positions": True,
-                                 "compile": False, "length_bucketing": False}
+                                 "compile": False, "last_block_rows": False, "length_bucketing": False,
+                                 "fused_adamw": False}
     assert report["config"]["mode"] == "reference"
 
 
@@ -128,6 +129,7 @@ def test_recipe_fast_mode_pads_each_batch_to_its_longest(tiny_model):
     assert all(width < 32 for _, width in widths)
     assert len({width for _, width in widths}) > 1
     assert report["compute"]["mode"] == "fast" and report["compute"]["length_bucketing"]
+    assert report["compute"]["last_block_rows"] and report["compute"]["fused_adamw"]
 
 
 def test_unbucketed_batches_are_plain_random_epochs_indexed_by_step():

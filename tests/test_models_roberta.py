@@ -49,7 +49,7 @@ def test_without_pooler_the_representation_is_the_first_token_state(tmp_path):
     adapter.eval()
     with torch.no_grad():
         hidden, _ = adapter.encode(batch)
-        assert torch.equal(adapter.representation(batch), hidden[:, 0])
+        torch.testing.assert_close(adapter.representation(batch), hidden[:, 0])   # up to rounding
     adapter.save(str(tmp_path / "saved"))   # no untrained pooler is shipped: reloaded, it stays pooler-less
     reloaded = models.create(str(tmp_path / "saved"))
     assert not reloaded.has_pooler

@@ -103,7 +103,7 @@ def _add_defense_parsers(purify_sub) -> None:
 
 def _compute_args(p):
     p.add_argument("--mode", choices=["fast", "reference"],
-                   help="fast (default): bucketed dynamic padding, MLM logits at masked positions only; reference: "
+                   help="fast (default): bucketed dynamic padding, last block and MLM logits only where the loss reads; reference: "
                         "the released code's layout (pad to --max-length, logits at every position, fp32)")
     p.add_argument("--bf16", action="store_true", help="fast mode: bf16 autocast (see docs/results.md, issue 5)")
     p.add_argument("--compile", action="store_true", help="fast mode: torch.compile the encoder")

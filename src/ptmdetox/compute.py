@@ -1,9 +1,10 @@
 """Compute modes: how training is laid out on the machine, separately from what it optimises.
 
-- `fast` (default): length-bucketed batches padded to their longest sentence, the MLM vocabulary projection only at
-  masked positions; optionally bf16 autocast and `torch.compile`.
+- `fast` (default): length-bucketed batches padded to their longest sentence, the MLM vocabulary projection and the
+  last block only at the positions a loss reads (masked tokens, the representation's position); optionally bf16
+  autocast and `torch.compile` (which runs the whole last block). AdamW runs its fused kernel (same updates).
 - `reference`: the layout of RECIPE's released code: random batches, every sequence padded to `max_length` (64),
-  the full-vocabulary MLM head at every position (`BertForMaskedLM` style), static masks, fp32.
+  the full-vocabulary MLM head at every position (`BertForMaskedLM` style), static masks, fp32, torch's default AdamW.
 
 Both modes compute gradients only for the trainable weights (the released code sets `requires_grad` the same way).
 """
@@ -34,8 +35,8 @@ def check_mode(mode: str, *, bf16: bool = False, compile: bool = False, masking:
 
 def compute_options(mode: str, max_length: int, compile: bool = False) -> ComputeOptions:
     if mode == "reference":
-        return ComputeOptions(pad_to=max_length, mlm_all_positions=True)
-    return ComputeOptions(compile=compile)
+        return ComputeOptions(pad_to=max_length, mlm_all_positions=True, last_block_rows=False)
+    return ComputeOptions(compile=compile, last_block_rows=not compile)
 
 
 def bucketed(mode: str) -> bool:
@@ -46,7 +47,8 @@ def bucketed(mode: str) -> bool:
 def compute_record(mode: str, max_length: int, bf16: bool = False, compile: bool = False) -> dict:
     """What a result records about how it was computed."""
     options = compute_options(mode, max_length, compile)
-    return {"mode": mode, "bf16_autocast": bf16, **asdict(options), "length_bucketing": bucketed(mode)}
+    return {"mode": mode, "bf16_autocast": bf16, **asdict(options), "length_bucketing": bucketed(mode),
+            "fused_adamw": mode == "fast"}
 
 
 def config_dict(config) -> dict:

@@ -112,7 +112,8 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
 
     with adapter.computing(compute_options(config.mode, config.max_length)):
         stats: TrainStats = train_loop(params, step_loss,
-                                       TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed),
+                                       TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed,
+                                                   fused=config.mode == "fast"),
                                        desc="NeuBA attack", progress=progress)
     for p in adapter.head_parameters():
         p.requires_grad_(True)

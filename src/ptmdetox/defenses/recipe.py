@@ -272,8 +272,11 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
                 batch = adapter.collate([static[0][i] for i in index], [static[1][i] for i in index])
             else:
                 batch = adapter.mlm_batch([ids[i] for i in index], step_rng(config.seed, step))
-            hidden, _ = adapter.encode(batch)
-            mlm = adapter.mlm_loss_from_hidden(hidden, batch["labels"])
+            if teacher is None:
+                mlm = adapter.pretraining_loss(batch)
+            else:   # keep reuses the final states at every position
+                hidden, _ = adapter.encode(batch)
+                mlm = adapter.mlm_loss_from_hidden(hidden, batch["labels"])
             loss = loss + mlm
             parts["mlm"] = float(mlm.detach())
         if teacher is not None:
@@ -290,7 +293,7 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
     try:
         stats = train_loop([p for _, p in trainable], step_loss,
                            TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps, clip=config.clip,
-                                       bf16=config.bf16),
+                                       bf16=config.bf16, fused=config.mode == "fast"),
                            desc="RECIPE", progress=progress, on_step=_both(saver, on_step))
     finally:
         for _, p in all_params:

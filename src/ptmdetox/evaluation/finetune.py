@@ -86,7 +86,8 @@ def finetune(adapter: ModelAdapter, train: TextDataset, num_labels: int, config:
         return F.cross_entropy(logits, labels[index])
 
     stats = train_loop(list(classifier.parameters()), step_loss, TrainConfig(lr=config.lr, steps=steps, seed=seed,
-                                                                               bf16=config.bf16),
+                                                                               bf16=config.bf16,
+                                                                               fused=config.mode == "fast"),
                        desc=f"fine-tune (seed {seed})", progress=progress)
     classifier.eval()
     return classifier, stats.seconds

@@ -24,6 +24,9 @@ class ComputeOptions:
     pad_to: int | None = None        # pad every batch to this many positions (the released code: 64); None: longest
     mlm_all_positions: bool = False  # vocabulary projection at every position (released code) or only where masked
     compile: bool = False            # run the backbone through torch.compile
+    #: compute the last block only at the positions a loss reads (masked tokens, the representation's position);
+    #: the other positions' outputs reach no loss, so values and gradients are the same
+    last_block_rows: bool = True
 
 
 class ModelAdapter(ABC):

@@ -17,6 +17,7 @@ from ..data.batching import StepBatches, pad, step_rng
 from ..data.masking import IGNORE, mask_batch
 from ..errors import PtmdetoxError
 from .base import ModelAdapter
+from .last_block import block_at_rows, computes_rows, last_block_removed
 from .loading import Checkpoint, check_finite, check_size_claim, weights_folder
 
 
@@ -232,7 +233,22 @@ class TextEncoderAdapter(ModelAdapter):
         return list(out.hidden_states[1:]), batch["attention_mask"], representation
 
     def representation(self, batch) -> torch.Tensor:
-        return self.states_and_representation(batch)[1]
+        if not self.compute.last_block_rows:
+            return self.states_and_representation(batch)[1]
+        size, length = batch["input_ids"].shape
+        first = self.final_states(batch, torch.arange(size) * length)
+        return self.backbone.pooler(first[:, None]) if self.has_pooler else first
+
+    def final_states(self, batch, rows: torch.Tensor) -> torch.Tensor:
+        """The last block's output at the flat positions `rows` of the [B, T] batch ([M, H]); with the compute
+        option `last_block_rows`, the last block runs at those positions only (ptmdetox.models.last_block)."""
+        blocks = self.backbone.encoder.layer
+        if not (self.compute.last_block_rows and computes_rows(blocks[-1])):
+            hidden, _ = self.encode(batch)
+            return hidden.reshape(-1, hidden.shape[-1])[rows]
+        with last_block_removed(blocks) as last:
+            penultimate, _ = self.encode(batch)
+        return block_at_rows(last, penultimate, batch["attention_mask"], rows)
 
     def states_and_representation(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(token states [B, T, H], representation [B, H]) from one forward pass."""
@@ -257,16 +273,26 @@ class TextEncoderAdapter(ModelAdapter):
 
     def pretraining_loss(self, batch) -> torch.Tensor:
         """MLM loss; the vocabulary projection is computed only at masked positions (unless `compute` says all)."""
-        hidden, _ = self.encode(batch)
-        return self.mlm_loss_from_hidden(hidden, batch["labels"])
+        return self._vocabulary_loss(*self._mlm_states(batch))
 
     def mlm_loss_from_hidden(self, hidden, labels) -> torch.Tensor:
-        if self.compute.mlm_all_positions:   # as BertForMaskedLM: logits everywhere, unmasked positions ignored
-            logits = self.mlm_head(hidden)
-            return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        """MLM loss from the final states at every position (when a caller needs those states for more)."""
+        if self.compute.mlm_all_positions:
+            return self._vocabulary_loss(hidden.flatten(0, 1), labels.flatten())
         rows, targets = padded_masked_rows(labels)
-        logits = self.mlm_head(hidden.reshape(-1, hidden.shape[-1])[rows])
-        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE)
+        return self._vocabulary_loss(hidden.reshape(-1, hidden.shape[-1])[rows], targets)
+
+    def _mlm_states(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(final states the vocabulary projection sees, their targets): as BertForMaskedLM, every position (the
+        unmasked ones ignored by the loss) in the released code's layout; only the masked rows otherwise."""
+        if self.compute.mlm_all_positions:
+            hidden, _ = self.encode(batch)
+            return hidden.flatten(0, 1), batch["labels"].flatten()
+        rows, targets = padded_masked_rows(batch["labels"])
+        return self.final_states(batch, rows), targets
+
+    def _vocabulary_loss(self, states, targets) -> torch.Tensor:
+        return F.cross_entropy(self.mlm_head(states).float(), targets, ignore_index=IGNORE)
 
     # ---- MLM head warm-up ---------------------------------------------------------------------------
     def prepare_pretraining(self, corpus_ids: list[list[int]] | None = None, steps: int = 300, lr: float = 1e-3,
@@ -285,8 +311,8 @@ class TextEncoderAdapter(ModelAdapter):
         def step_loss(step):
             batch = self.mlm_batch([corpus_ids[i] for i in batches(step)], step_rng(seed, step))
             with torch.no_grad():
-                hidden, _ = self.encode(batch)
-            return self.mlm_loss_from_hidden(hidden, batch["labels"])
+                states, targets = self._mlm_states(batch)
+            return self._vocabulary_loss(states, targets)
 
         frozen = [p for p in self.model.parameters() if p.requires_grad]
         for p in frozen:
