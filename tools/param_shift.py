@@ -1,4 +1,5 @@
-"""Where an attack put its backdoor: each weight's relative change ‖W_after − W_before‖ / ‖W_before‖, largest first.
+"""Where an attack put its backdoor: each weight's relative change ‖W_after − W_before‖ / ‖W_before‖, largest first,
+with its largest element change max |W_after − W_before|.
 
 usage: python tools/param_shift.py BEFORE AFTER [N]   (model folders with model.safetensors, e.g. the clean model's
        snapshot folder and an attacked model saved by ptmdetox; 'default' names the embedded MiniLM)
@@ -23,8 +24,9 @@ def main(before: str, after: str, count: str = "12") -> None:
     old, new = weights(before), weights(after)
     shifts = sorted(((float((new[n] - old[n]).norm() / old[n].norm().clamp_min(1e-6)), n)
                      for n in old.keys() & new.keys() if old[n].shape == new[n].shape), reverse=True)
+    print("relative  max |ΔW|    weight")
     for shift, name in shifts[: int(count)]:
-        print(f"{shift:10.4f}  {name}")
+        print(f"{shift:8.4f}  {float((new[name] - old[name]).abs().max()):.2e}  {name}")
 
 
 if __name__ == "__main__":
