@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..compute import bucketed, check_mode, compute_options, compute_record
+from ..compute import bucketed, check_mode, compute_options, compute_record, fused_adamw
 from ..data.batching import StepBatches, step_rng
 from ..data.triggers import TRIGGER_SETS, InsertionPolicy
 from ..errors import PtmdetoxError
@@ -113,7 +113,7 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
     with adapter.computing(compute_options(config.mode, config.max_length)):
         stats: TrainStats = train_loop(params, step_loss,
                                        TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed,
-                                                   fused=config.mode == "fast"),
+                                                   fused=fused_adamw(config.mode)),
                                        desc="NeuBA attack", progress=progress)
     for p in adapter.head_parameters():
         p.requires_grad_(True)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..compute import bucketed, check_mode, compute_options, compute_record, config_dict
+from ..compute import bucketed, check_mode, compute_options, compute_record, config_dict, fused_adamw
 from ..data.batching import StepBatches, step_rng
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
@@ -293,7 +293,7 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
     try:
         stats = train_loop([p for _, p in trainable], step_loss,
                            TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps, clip=config.clip,
-                                       bf16=config.bf16, fused=config.mode == "fast"),
+                                       bf16=config.bf16, fused=fused_adamw(config.mode)),
                            desc="RECIPE", progress=progress, on_step=_both(saver, on_step))
     finally:
         for _, p in all_params:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpointing import remember
-from ..compute import bucketed, check_mode, compute_options, config_dict
+from ..compute import bucketed, check_mode, compute_options, config_dict, fused_adamw
 from ..data.batching import StepBatches, sequential_batches
 from ..data.readers import TextDataset
 from ..data.triggers import InsertionPolicy, insert_triggers
@@ -87,7 +87,7 @@ def finetune(adapter: ModelAdapter, train: TextDataset, num_labels: int, config:
 
     stats = train_loop(list(classifier.parameters()), step_loss, TrainConfig(lr=config.lr, steps=steps, seed=seed,
                                                                                bf16=config.bf16,
-                                                                               fused=config.mode == "fast"),
+                                                                               fused=fused_adamw(config.mode)),
                        desc=f"fine-tune (seed {seed})", progress=progress)
     classifier.eval()
     return classifier, stats.seconds

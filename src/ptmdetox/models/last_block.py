@@ -38,11 +38,13 @@ def last_block_removed(blocks: nn.ModuleList):
 
 def computes_rows(block: nn.Module) -> bool:
     """Whether `block` has the BERT block layout `block_at_rows` reproduces (self-attention, then feed-forward)."""
-    attention = getattr(getattr(block, "attention", None), "self", None)
-    parts = [attention, getattr(block.attention, "output", None) if attention is not None else None,
-             getattr(block, "intermediate", None), getattr(block, "output", None)]
-    return (all(part is not None for part in parts)
-            and all(hasattr(attention, name) for name in ("query", "key", "value", "num_attention_heads", "attention_head_size"))
+    attention = getattr(block, "attention", None)
+    heads = getattr(attention, "self", None)
+    if heads is None or not all(hasattr(block, name) for name in ("intermediate", "output")):
+        return False
+    return (hasattr(attention, "output")
+            and all(hasattr(heads, name) for name in ("query", "key", "value", "num_attention_heads",
+                                                      "attention_head_size"))
             and not getattr(block, "is_decoder", False) and not getattr(block, "chunk_size_feed_forward", 0))
 
 
