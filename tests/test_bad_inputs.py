@@ -261,6 +261,8 @@ CASES = [
     Case("speed-steps-zero", "bench speed --steps 0", lambda s: speed(s, "--steps", "0"), "at least 1 warm-up step"),
     Case("speed-quality-model-missing", "bench speed --quality naming a model that does not exist",
          lambda s: speed(s, "--quality", s.path("no-such-model")), "no such model folder"),
+    Case("speed-quality-no-triggers", "bench speed --quality-triggers with no trigger in it",
+         lambda s: speed(s, "--quality", s.model, "--quality-triggers", " , "), "no triggers in"),
     Case("speed-corpus-missing", "bench speed: the corpus file does not exist",
          lambda s: [*speed(s), "--corpus", s.path("none.tsv")], "no such file"),
     # ---- table --------------------------------------------------------------------------------------------------

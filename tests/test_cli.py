@@ -41,6 +41,17 @@ def test_help_of_every_command(capsys, argv):
     assert " ".join(["ptmdetox", *argv]) in out.splitlines()[0]
 
 
+@pytest.mark.parametrize("attack", ["neuba", "por", "badpre"])
+def test_attack_help_states_the_attacks_own_step_and_lr_defaults(capsys, attack):
+    from ptmdetox.attacks import ATTACKS
+
+    defaults = ATTACKS[attack][0]()
+    with pytest.raises(SystemExit):
+        main(["attack", attack, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"--steps STEPS default {defaults.steps}" in out and f"--lr LR default {defaults.lr}" in out
+
+
 # ---- end to end -------------------------------------------------------------------------------------------------
 
 def test_attack_purify_evaluate_table(capsys, tmp_path, tiny_model, tiny_corpus, tiny_task):

@@ -51,10 +51,11 @@ def test_bench_speed_quality_purifies_in_both_modes_and_evaluates(tiny_model, ti
     results = tmp_path / "results"
     code = main(["bench", "speed", "--model", tiny_model, "--corpus", long_corpus(tmp_path), "--results", str(results),
                  "--variants", "fast", "--no-flops", *TINY, "--quality", tiny_model, "--quality-steps", "2",
-                 "--task", os.path.dirname(tiny_task[0]), "--epochs", "1", "--workdir", str(tmp_path / "work")])
+                 "--quality-triggers", "cf,mn", "--task", os.path.dirname(tiny_task[0]), "--epochs", "1", "--workdir", str(tmp_path / "work")])
     assert code == 0
     quality = json.loads((results / "speed.json").read_text())["quality"]
     assert set(quality["modes"]) == {"reference", "fast"}
+    assert quality["triggers"] == ["cf", "mn"] and quality["insertion_policy"]["position"] == "first"
     for mode, row in quality["modes"].items():
         assert 0 <= row["acc"] <= 100 and 0 <= row["masr"] <= 100   # percentages
         assert os.path.isdir(row["purified_model"])

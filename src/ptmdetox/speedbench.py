@@ -26,7 +26,7 @@ from .data.readers import read_corpus
 from .defenses.recipe import preset, recipe_purify
 from .errors import PtmdetoxError
 from .evaluation.finetune import FinetuneConfig
-from .data.triggers import InsertionPolicy
+from .data.triggers import InsertionPolicy, parse_triggers
 from .outputs import check_writable_parent, versions, write_json_atomic, write_text_atomic
 
 DEFAULT_CORPUS = "../shared/data/bookcorpus_recipe/train.tsv"
@@ -325,6 +325,7 @@ def run_quality(config: SpeedConfig, quality: QualityConfig, progress: bool = Tr
                               train_limit=quality.train_limit, test_limit=quality.test_limit)
     os.makedirs(quality.workdir, exist_ok=True)
     out = {"model": quality.model, "task": quality.task, "steps": quality.steps, "seeds": list(quality.seeds),
+           "triggers": list(parse_triggers(quality.triggers)), "insertion_policy": asdict(InsertionPolicy("first")),
            "finetune_config": finetune.to_dict(), "modes": {}}
     for variant in quality.variants:
         purified = os.path.join(quality.workdir, variant)
@@ -367,6 +368,9 @@ def build_parser(parser_class=argparse.ArgumentParser) -> argparse.ArgumentParse
     q.add_argument("--quality-steps", type=int, default=600)
     q.add_argument("--quality-variants", default="reference,fast",
                    help="e.g. reference,fast,fast+bf16 (does bf16 change ACC/MASR?)")
+    q.add_argument("--quality-triggers", default="neuba",
+                   help="the attacked model's triggers: a set name or comma-separated (default neuba), each inserted "
+                        "as the first word")
     q.add_argument("--task", default=DEFAULT_TASK)
     q.add_argument("--seeds", default="1", help="fine-tuning seeds, e.g. 1,2")
     q.add_argument("--epochs", type=float, default=3.0)
@@ -392,8 +396,9 @@ def run_from_args(args) -> dict:
         if unknown or not variants:
             raise PtmdetoxError(f"unknown quality variant(s) {', '.join(unknown) or '(none given)'} "
                                 f"(choose from {', '.join(VARIANTS)})")
+        parse_triggers(args.quality_triggers)     # a bad trigger list fails now, not after two purifications
         quality = QualityConfig(model=args.quality, task=args.task, steps=args.quality_steps, seeds=seeds,
-                                variants=variants,
+                                variants=variants, triggers=args.quality_triggers,
                                 workdir=args.workdir, epochs=args.epochs, train_limit=args.train_limit,
                                 test_limit=args.test_limit)
     return run_speed(config, args.results, quality, progress=not args.quiet)

@@ -26,7 +26,7 @@ from .common import attack_report, check_poisoning_config
 class BadpreConfig(AdaptiveOptions):
     triggers: tuple[str, ...] = TRIGGER_SETS["badpre"]
     poison_weight: float = 1.0
-    steps: int = 1500
+    steps: int = 3000              # 1,000 implanted on some fine-tuning seeds only (docs/results.md, issue 3)
     lr: float = 5e-5
     batch_size: int = 32           # half clean, half poisoned
     max_length: int = 64
