@@ -51,7 +51,8 @@ def test_bench_speed_quality_purifies_in_both_modes_and_evaluates(tiny_model, ti
     results = tmp_path / "results"
     code = main(["bench", "speed", "--model", tiny_model, "--corpus", long_corpus(tmp_path), "--results", str(results),
                  "--variants", "fast", "--no-flops", *TINY, "--quality", tiny_model, "--quality-steps", "2",
-                 "--quality-triggers", "cf,mn", "--task", os.path.dirname(tiny_task[0]), "--epochs", "1", "--workdir", str(tmp_path / "work")])
+                 "--quality-triggers", "cf,mn", "--task", os.path.dirname(tiny_task[0]), "--epochs", "1",
+                 "--workdir", str(tmp_path / "work")])
     assert code == 0
     quality = json.loads((results / "speed.json").read_text())["quality"]
     assert set(quality["modes"]) == {"reference", "fast"}

@@ -307,6 +307,9 @@ class QualityConfig:
     test_limit: int | None = None
     eval_max_length: int = 128
 
+    def __post_init__(self):
+        parse_triggers(self.triggers)      # a bad trigger list fails now, not after two purifications
+
 
 def _task_files(folder: str) -> tuple[str, str]:
     found = []
@@ -323,9 +326,10 @@ def run_quality(config: SpeedConfig, quality: QualityConfig, progress: bool = Tr
     train, test = _task_files(quality.task)
     finetune = FinetuneConfig(epochs=quality.epochs, max_length=quality.eval_max_length,
                               train_limit=quality.train_limit, test_limit=quality.test_limit)
+    triggers, policy = parse_triggers(quality.triggers), InsertionPolicy("first")
     os.makedirs(quality.workdir, exist_ok=True)
     out = {"model": quality.model, "task": quality.task, "steps": quality.steps, "seeds": list(quality.seeds),
-           "triggers": list(parse_triggers(quality.triggers)), "insertion_policy": asdict(InsertionPolicy("first")),
+           "triggers": list(triggers), "insertion_policy": policy.to_dict(),
            "finetune_config": finetune.to_dict(), "modes": {}}
     for variant in quality.variants:
         purified = os.path.join(quality.workdir, variant)
@@ -333,7 +337,7 @@ def run_quality(config: SpeedConfig, quality: QualityConfig, progress: bool = Tr
                         max_length=config.max_length, lr=config.lr, seed=config.seed, **VARIANTS[variant])
         report = pipeline.purify_recipe(quality.model, config.corpus, purified, recipe, corpus_limit=None,
                                         overwrite=True, progress=progress)
-        summary = pipeline.evaluate_model(purified, train, test, quality.triggers, InsertionPolicy("first"), finetune,
+        summary = pipeline.evaluate_model(purified, train, test, triggers, policy, finetune,
                                           list(quality.seeds), progress=progress, name=f"recipe-{variant}")
         out["modes"][variant] = {"acc": summary["acc"], "aasr": summary["aasr"], "masr": summary["masr"],
                                  "acc_std": summary["acc_std"], "masr_std": summary["masr_std"],
@@ -396,7 +400,6 @@ def run_from_args(args) -> dict:
         if unknown or not variants:
             raise PtmdetoxError(f"unknown quality variant(s) {', '.join(unknown) or '(none given)'} "
                                 f"(choose from {', '.join(VARIANTS)})")
-        parse_triggers(args.quality_triggers)     # a bad trigger list fails now, not after two purifications
         quality = QualityConfig(model=args.quality, task=args.task, steps=args.quality_steps, seeds=seeds,
                                 variants=variants, triggers=args.quality_triggers,
                                 workdir=args.workdir, epochs=args.epochs, train_limit=args.train_limit,
