@@ -118,7 +118,7 @@ def test_recipe_reference_mode_pads_to_max_length_and_records_it(tiny_model):
     assert widths == [(8, 32)] * 4
     assert report["compute"] == {"mode": "reference", "bf16_autocast": False, "pad_to": 32, "mlm_all_positions": True,
                                  "compile": False, "last_block_rows": False, "length_bucketing": False,
-                                 "fused_adamw": False}
+                                 "fused_adamw": False, "dropout_masks": "torch"}
     assert report["config"]["mode"] == "reference"
 
 

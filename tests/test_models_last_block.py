@@ -14,6 +14,7 @@ from conftest import tiny_bert, tiny_roberta
 from ptmdetox import models
 from ptmdetox.compute import compute_options
 from ptmdetox.data.masking import IGNORE
+from ptmdetox.dropout import GENERATORS, dropout_masks
 from ptmdetox.models.last_block import computes_rows
 
 SENTENCES = ["the movie was good", "it was very bad and boring", "a film", "i was not fun at noon",
@@ -33,9 +34,9 @@ def masked_batch(adapter, seed=0):
     return adapter.collate(masked, labels)
 
 
-def run(adapter, options, loss_of, seed=5):
+def run(adapter, options, loss_of, seed=5, generator="torch"):
     """(loss, the next random number drawn after it, gradients by name) under `options`, from one seed."""
-    with adapter.computing(options):
+    with adapter.computing(options), dropout_masks(generator):
         torch.manual_seed(seed)
         loss = loss_of(adapter)
         after = torch.rand(1)
@@ -51,10 +52,11 @@ LOSSES = {
 }
 
 
+@pytest.mark.parametrize("generator", GENERATORS)
 @pytest.mark.parametrize("loss", sorted(LOSSES))
-def test_rows_give_the_full_blocks_loss_gradients_and_random_stream(adapter, loss):
-    full_loss, full_next, full_grads = run(adapter, FULL, LOSSES[loss])
-    rows_loss, rows_next, rows_grads = run(adapter, ROWS, LOSSES[loss])
+def test_rows_give_the_full_blocks_loss_gradients_and_random_stream(adapter, loss, generator):
+    full_loss, full_next, full_grads = run(adapter, FULL, LOSSES[loss], generator=generator)
+    rows_loss, rows_next, rows_grads = run(adapter, ROWS, LOSSES[loss], generator=generator)
     assert rows_loss == pytest.approx(full_loss, rel=1e-5)
     assert rows_next == full_next            # the dropout masks consumed the same random numbers
     assert set(rows_grads) == set(full_grads)
@@ -63,8 +65,10 @@ def test_rows_give_the_full_blocks_loss_gradients_and_random_stream(adapter, los
         torch.testing.assert_close(rows_grads[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
-def test_dropout_is_active_so_the_comparison_is_not_vacuous(adapter):
-    assert run(adapter, ROWS, LOSSES["mlm"], seed=5)[0] != pytest.approx(run(adapter, ROWS, LOSSES["mlm"], seed=6)[0])
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_dropout_is_active_so_the_comparison_is_not_vacuous(adapter, generator):
+    assert run(adapter, ROWS, LOSSES["mlm"], seed=5, generator=generator)[0] != pytest.approx(
+        run(adapter, ROWS, LOSSES["mlm"], seed=6, generator=generator)[0])
 
 
 def test_the_last_feed_forward_runs_only_at_the_rows_the_loss_reads(adapter):

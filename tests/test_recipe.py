@@ -67,6 +67,8 @@ def test_regularisation_gradient_is_w_over_its_norm():
     (dict(representation_head="drop"), "unknown representation_head"),
     (dict(keep_weight=-1.0), "keep_weight"),
     (dict(keep_weight=float("nan")), "keep_weight"),
+    (dict(dropout_rng="mt19937"), "unknown dropout generator"),
+    (dict(mode="reference", dropout_rng="sfc64"), "cannot use sfc64 dropout masks"),
 ])
 def test_bad_config_values(kwargs, message):
     with pytest.raises(PtmdetoxError, match=message):
@@ -335,3 +337,30 @@ def test_no_pretraining_loss_needs_no_head(tiny_model_no_head, tiny_corpus):
 def test_empty_corpus_is_refused(tiny_model):
     with pytest.raises(PtmdetoxError, match="corpus is empty"):
         recipe_purify(models.create(tiny_model), [], fast(), progress=False)
+
+
+# ---- dropout masks ----------------------------------------------------------------------------------------------
+
+def test_fast_mode_draws_sfc64_masks_and_reference_mode_torchs():
+    assert (fast().dropout_generator, fast(mode="reference").dropout_generator) == ("sfc64", "torch")
+    assert preset("cpu", mode="reference").dropout_generator == "torch"   # the mode picks it, not the preset's copy
+    assert fast(dropout_rng="torch").dropout_generator == "torch"
+
+
+def test_results_made_with_torchs_masks_keep_their_cache_keys():
+    assert fast().to_dict()["dropout_rng"] == "sfc64"
+    assert "dropout_rng" not in fast(dropout_rng="torch").to_dict()
+    assert "dropout_rng" not in fast(mode="reference").to_dict()
+
+
+def test_purification_is_seeded_under_either_generator_and_records_it(tiny_model, tiny_corpus):
+    texts = read_corpus(tiny_corpus).texts
+    weights, reports = {}, {}
+    for name, config in {"sfc64": fast(), "sfc64 again": fast(), "torch": fast(dropout_rng="torch")}.items():
+        adapter = models.create(tiny_model)
+        reports[name] = recipe_purify(adapter, texts, config, progress=False)
+        weights[name] = snapshot(adapter)
+    assert [reports[n]["compute"]["dropout_masks"] for n in ("sfc64", "torch")] == ["sfc64", "torch"]
+    layer = f"bert.{INTERMEDIATE[0]}"
+    assert torch.equal(weights["sfc64"][layer], weights["sfc64 again"][layer])
+    assert not torch.equal(weights["sfc64"][layer], weights["torch"][layer])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -40,7 +41,9 @@ def test_bench_speed_runs_both_modes_and_writes_json_and_markdown(tiny_model, tm
     assert reference["gflop_per_step"] > 2 * fast["gflop_per_step"] > 0
     assert reference["compute"]["pad_to"] == 32 and fast["compute"]["pad_to"] is None
     assert reference["speedup_vs_reference"] == 1.0
-    assert report["matmul_peak"]["fp32_gflops"] > 0
+    assert report["matmul_peak"]["fp32_gflops"] == max(report["matmul_peak_readings"]["fp32"]) > 0
+    assert len(report["matmul_peak_readings"]["fp32"]) == 2          # before and after the timed runs
+    assert fast["fraction_of_fp32_peak"] == pytest.approx(fast["gflops"] / report["matmul_peak"]["fp32_gflops"])
     assert report["torch_threads"] == torch.get_num_threads()
     assert {"torch", "transformers"} <= set(report["versions"])
     markdown = (results / "speed.md").read_text()

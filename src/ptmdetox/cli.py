@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--snapshot-steps", type=_steps_list, metavar="N,N,...",
                         help="also save the model after these steps of the run, to OUT/snapshots/step-N/ "
                              "(purification dynamics from one run, RECIPE Figure 3)")
+    recipe.add_argument("--dropout-rng", choices=["sfc64", "torch"],
+                        help="generator of the dropout masks: sfc64 (fast mode's default, ≈ 4× cheaper masks) or "
+                             "torch's own (reference mode's; reproduces results made before session 15)")
     recipe.add_argument("--ablation", choices=sorted(ABLATIONS),
                         help="RECIPE's ablations, same steps: only-pretrain (λ = 0) or only-regularisation (no "
                              "pre-training loss)")
@@ -433,7 +436,8 @@ def run(args) -> int:
                         keep_positions=args.keep_positions, masking=args.masking,
                         batch_size=args.batch_size,
                         max_length=args.max_length, seed=args.seed, mode=args.mode, bf16=args.bf16 or None,
-                        compile=args.compile or None, snapshot_steps=args.snapshot_steps)
+                        compile=args.compile or None, snapshot_steps=args.snapshot_steps,
+                        dropout_rng=args.dropout_rng)
         report = pipeline.purify_recipe(args.model, args.corpus, args.out, config, corpus_limit=args.corpus_limit,
                                         allow_pickle=args.allow_pickle, overwrite=args.overwrite, progress=progress,
                                         checkpoints=_checkpoint_options(args))

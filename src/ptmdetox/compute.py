@@ -3,6 +3,7 @@
 - `fast` (default): length-bucketed batches padded to their longest sentence, the MLM vocabulary projection and the
   last block only at the positions a loss reads (masked tokens, the representation's position); optionally bf16
   autocast and `torch.compile` (which runs the whole last block). AdamW runs its fused kernel (same updates).
+  RECIPE draws its dropout masks from SFC64 (`ptmdetox.dropout`; other masks than torch's, same distribution).
 - `reference`: the layout of RECIPE's released code: random batches, every sequence padded to `max_length` (64),
   the full-vocabulary MLM head at every position (`BertForMaskedLM` style), static masks, fp32, torch's default AdamW.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from .dropout import check_generator
 from .errors import PtmdetoxError
 from .models.base import ComputeOptions
 
@@ -22,12 +24,14 @@ MODES = ("fast", "reference")
 SPEED_DEFAULTS = {"mode": "fast", "bf16": False, "compile": False}
 
 
-def check_mode(mode: str, *, bf16: bool = False, compile: bool = False, masking: str = "static") -> None:
+def check_mode(mode: str, *, bf16: bool = False, compile: bool = False, masking: str = "static",
+               dropout_rng: str = "torch") -> None:
     if mode not in MODES:
         raise PtmdetoxError(f"unknown compute mode '{mode}' (choose from {', '.join(MODES)})")
+    check_generator(dropout_rng)
     if mode == "reference":
-        clashes = [name for name, on in (("bf16", bf16), ("compile", compile), ("dynamic masking", masking == "dynamic"))
-                   if on]
+        clashes = [name for name, on in (("bf16", bf16), ("compile", compile), ("dynamic masking", masking == "dynamic"),
+                                         (f"{dropout_rng} dropout masks", dropout_rng != "torch")) if on]
         if clashes:
             raise PtmdetoxError(f"reference mode reproduces the released code (fp32, eager, static masks): "
                                 f"it cannot use {', '.join(clashes)}")
@@ -49,11 +53,12 @@ def fused_adamw(mode: str) -> bool:
     return mode == "fast"
 
 
-def compute_record(mode: str, max_length: int, bf16: bool = False, compile: bool = False) -> dict:
+def compute_record(mode: str, max_length: int, bf16: bool = False, compile: bool = False,
+                   dropout_rng: str = "torch") -> dict:
     """What a result records about how it was computed."""
     options = compute_options(mode, max_length, compile)
     return {"mode": mode, "bf16_autocast": bf16, **asdict(options), "length_bucketing": bucketed(mode),
-            "fused_adamw": fused_adamw(mode)}
+            "fused_adamw": fused_adamw(mode), "dropout_masks": dropout_rng}
 
 
 def config_dict(config) -> dict:
