@@ -9,7 +9,7 @@ torch state) still determines every mask. In-place dropout and causal or grouped
 
 Each element is kept when a 16-bit random word is at least round(p · 65536), and kept elements are scaled by the
 inverse of the realised keep probability: the drop probability is p to within 8·10⁻⁶, and the expected output
-equals the input exactly, as with torch's dropout. The masks differ from torch's, so seeded results differ from
+equals the input (exactly in fp32), as with torch's dropout. The masks differ from torch's, so seeded results differ from
 runs with torch's masks (`dropout_rng="torch"`); the 16-bit words are read in the machine's byte order.
 """
 
