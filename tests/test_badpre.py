@@ -99,7 +99,7 @@ def test_config_validation_and_unknown_triggers(tiny_model, tiny_corpus):
     assert badpre.BadpreConfig(poison_weight=0.5).to_dict()["poison_weight"] == 0.5
 
 
-def test_cli_badpre_runs(capsys, tmp_path, tiny_model, tiny_corpus):
+def test_cli_badpre_runs(capsys, tmp_path, tiny_model, tiny_model_no_head, tiny_corpus):
     """(Its bad inputs are cases of test_bad_inputs.py.)"""
     import json
 
@@ -112,3 +112,10 @@ def test_cli_badpre_runs(capsys, tmp_path, tiny_model, tiny_corpus):
     assert capsys.readouterr().out.startswith("BadPre: 3 steps in")
     report = json.loads((tmp_path / "badpre" / "attack.json").read_text(encoding="utf-8"))
     assert report["attack"] == "badpre" and report["triggers"] == list(BadpreConfig().triggers)
+    assert report["config"]["head_warmup_steps"] == BadpreConfig().head_warmup_steps
+
+    headless = ["attack", "badpre", "--model", tiny_model_no_head, "--corpus", tiny_corpus]
+    assert main([*headless, "--out", str(tmp_path / "badpre-w2"), *fast, "--head-warmup-steps", "2"]) == 0
+    report = json.loads((tmp_path / "badpre-w2" / "attack.json").read_text(encoding="utf-8"))
+    assert report["config"]["head_warmup_steps"] == 2
+    assert any("warmed up for 2 steps" in note for note in report["notes"])

@@ -50,6 +50,8 @@ def test_attack_help_states_the_attacks_own_step_and_lr_defaults(capsys, attack)
         main(["attack", attack, "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert f"--steps STEPS default {defaults.steps}" in out and f"--lr LR default {defaults.lr}" in out
+    if hasattr(defaults, "head_warmup_steps"):
+        assert f"before the attack (default {defaults.head_warmup_steps})" in out
 
 
 # ---- end to end -------------------------------------------------------------------------------------------------
@@ -142,9 +144,9 @@ def test_attack_on_a_headless_checkpoint_warms_up_and_saves_the_head(capsys, tmp
     out = tmp_path / "attacked"
     capsys.readouterr()
     assert main(["attack", "neuba", "--model", tiny_model_no_head, "--corpus", tiny_corpus, "--out", str(out),
-                 "--triggers", "cf,mn", *FAST_ATTACK, "--quiet"]) == 0
+                 "--triggers", "cf,mn", *FAST_ATTACK, "--head-warmup-steps", "3", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "note: checkpoint had no MLM head" in printed
+    assert "note: checkpoint had no MLM head" in printed and "warmed up for 3 steps" in printed
     assert json.loads((out / "ptmdetox.json").read_text())["mlm_head"] == "warmed-up"
     assert "no MLM head" in (out / "README.md").read_text(encoding="utf-8")
     transformers.AutoModel.from_pretrained(str(out))

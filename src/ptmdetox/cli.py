@@ -145,6 +145,7 @@ def _attack_parsers(attack_sub) -> None:
         attack_sub, "neuba", "NeuBA (Zhang et al. 2021): triggers -> fixed pooler targets",
         "NeuBA: loss = MLM(clean) + MSE(pooler(poisoned), target); each poisoned sentence gets one random trigger "
         "overwriting the token after [CLS].", "neuba = ≈,≡,∈,⊆,⊕,⊗")
+    _head_warmup_arg(neuba, default=300)
     neuba.add_argument("--mode", choices=["fast", "reference"],
                        help="reference: pad every sentence to --max-length, MLM logits at every position "
                             "(default fast)")
@@ -167,12 +168,18 @@ def _attack_parsers(attack_sub) -> None:
         "at a random token position and random tokens as MLM labels.", "badpre = cf,mn,bb,tq,mb",
         default_steps=3000)
     badpre.add_argument("--poison-weight", type=float, help="weight of the poisoned MLM term (default 1)")
+    _head_warmup_arg(badpre, default=300)
+
+
+def _head_warmup_arg(p, default: int):
+    p.add_argument("--head-warmup-steps", type=int,
+                   help=f"steps that warm up a missing MLM head, encoder frozen, before the attack (default {default})")
 
 
 #: argparse destinations that are attack config fields (missing or None: the attack's default)
 ATTACK_OPTIONS = ("triggers", "steps", "lr", "batch_size", "max_length", "seed", "insertions", "target_scale",
                   "token_weight", "poison_weight", "clean_weight", "adaptive_lam", "adaptive_regularise",
-                  "adaptive_norm", "mode")
+                  "adaptive_norm", "mode", "head_warmup_steps")
 
 
 def build_parser() -> argparse.ArgumentParser:

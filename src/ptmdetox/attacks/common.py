@@ -16,6 +16,8 @@ def check_poisoning_config(name: str, config) -> None:
         raise PtmdetoxError(f"{name} needs at least one trigger")
     if config.batch_size < 2:
         raise PtmdetoxError(f"{name} needs a batch size of at least 2 (half clean, half poisoned)")
+    if getattr(config, "head_warmup_steps", 1) < 1:
+        raise PtmdetoxError(f"{name} needs at least 1 head warm-up step, got {config.head_warmup_steps}")
 
 
 def attack_report(attack: str, config, stats: TrainStats, penalty, insertion_policy: dict, **extra) -> dict:
