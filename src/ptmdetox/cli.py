@@ -168,7 +168,7 @@ def _attack_parsers(attack_sub) -> None:
         "at a random token position and random tokens as MLM labels.", "badpre = cf,mn,bb,tq,mb",
         default_steps=3000)
     badpre.add_argument("--poison-weight", type=float, help="weight of the poisoned MLM term (default 1)")
-    _head_warmup_arg(badpre, default=300)
+    _head_warmup_arg(badpre, default=2000)
 
 
 def _head_warmup_arg(p, default: int):

@@ -31,7 +31,7 @@ class BadpreConfig(AdaptiveOptions):
     batch_size: int = 32           # half clean, half poisoned
     max_length: int = 64
     seed: int = 0
-    head_warmup_steps: int = 300
+    head_warmup_steps: int = 2000  # 300 cost ≈ 2 more SST-2 ACC points and implanted less (docs/results.md, issue 3)
 
     def __post_init__(self):
         super().__post_init__()
