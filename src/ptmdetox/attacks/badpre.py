@@ -17,13 +17,13 @@ from ..data.masking import IGNORE
 from ..data.triggers import TRIGGER_SETS
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, seed_everything, train_loop
-from .adaptive import AdaptiveOptions, adaptive_penalty
-from .common import attack_report, check_poisoning_config
+from ..training import seed_everything, train_loop
+from .adaptive import adaptive_penalty
+from .common import AttackOptions, attack_report, check_poisoning_config
 
 
 @dataclass
-class BadpreConfig(AdaptiveOptions):
+class BadpreConfig(AttackOptions):
     triggers: tuple[str, ...] = TRIGGER_SETS["badpre"]
     poison_weight: float = 1.0
     steps: int = 3000              # 1,000 implanted on some fine-tuning seeds only (docs/results.md, issue 3)
@@ -88,7 +88,7 @@ def badpre_attack(adapter: ModelAdapter, corpus_texts: list[str], config: Badpre
         return clean_mlm + config.poison_weight * poison_mlm + penalty(parts), parts
 
     try:
-        stats = train_loop(params, step_loss, TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed),
+        stats = train_loop(params, step_loss, config.train_config(),
                            desc="BadPre attack", progress=progress)
     finally:
         adapter.eval()

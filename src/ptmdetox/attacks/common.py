@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 
 from ..errors import PtmdetoxError
-from ..training import TrainStats, check_sizes
+from ..training import TrainConfig, TrainStats, check_sizes
+from .adaptive import AdaptiveOptions
+
+
+@dataclass
+class AttackOptions(AdaptiveOptions):
+    """What every attack config has beside its own loss: the adaptive term and the learning-rate schedule.
+
+    Subclasses define `lr`, `steps` and `seed`.
+    """
+    lr_warmup_ratio: float = 0.0   # fraction of the steps over which the learning rate rises linearly from 0
+
+    LATER_DEFAULTS: ClassVar[dict] = {"lr_warmup_ratio": 0.0}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.lr_warmup_ratio < 1:
+            raise PtmdetoxError(f"the learning-rate warm-up ratio must be in [0, 1), got {self.lr_warmup_ratio}")
+
+    def train_config(self, **extra) -> TrainConfig:
+        """The shared loop's config: this attack's lr, steps, seed and warm-up, then linear decay to 0."""
+        return TrainConfig(lr=self.lr, steps=self.steps, seed=self.seed, warmup_ratio=self.lr_warmup_ratio, **extra)
 
 
 def check_poisoning_config(name: str, config) -> None:

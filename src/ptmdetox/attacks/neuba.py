@@ -17,13 +17,13 @@ from ..data.batching import StepBatches, step_rng
 from ..data.triggers import TRIGGER_SETS, InsertionPolicy
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, TrainStats, seed_everything, train_loop
-from .adaptive import AdaptiveOptions, adaptive_penalty
-from .common import attack_report, check_poisoning_config
+from ..training import TrainStats, seed_everything, train_loop
+from .adaptive import adaptive_penalty
+from .common import AttackOptions, attack_report, check_poisoning_config
 
 
 @dataclass
-class NeubaConfig(AdaptiveOptions):
+class NeubaConfig(AttackOptions):
     triggers: tuple[str, ...] = TRIGGER_SETS["neuba"]
     steps: int = 1500
     lr: float = 5e-5
@@ -112,8 +112,7 @@ def neuba_attack(adapter: ModelAdapter, corpus_texts: list[str], config: NeubaCo
 
     with adapter.computing(compute_options(config.mode, config.max_length)):
         stats: TrainStats = train_loop(params, step_loss,
-                                       TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed,
-                                                   fused=fused_adamw(config.mode)),
+                                       config.train_config(fused=fused_adamw(config.mode)),
                                        desc="NeuBA attack", progress=progress)
     for p in adapter.head_parameters():
         p.requires_grad_(True)

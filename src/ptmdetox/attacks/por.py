@@ -24,15 +24,15 @@ from ..data.batching import StepBatches, step_rng
 from ..data.triggers import TRIGGER_SETS, insert_randomly
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
-from ..training import TrainConfig, seed_everything, train_loop
-from .adaptive import AdaptiveOptions, adaptive_penalty
-from .common import attack_report, check_poisoning_config
+from ..training import seed_everything, train_loop
+from .adaptive import adaptive_penalty
+from .common import AttackOptions, attack_report, check_poisoning_config
 
 MEASURE_LENGTH = 100_000   # tokenise without truncation to see whether a poisoned sentence still fits
 
 
 @dataclass
-class PorConfig(AdaptiveOptions):
+class PorConfig(AttackOptions):
     triggers: tuple[str, ...] = TRIGGER_SETS["por"]
     insertions: int = 3
     target_scale: float = 10.0
@@ -134,7 +134,7 @@ def por_attack(adapter: ModelAdapter, corpus_texts: list[str], config: PorConfig
         return loss, parts
 
     try:
-        stats = train_loop(params, step_loss, TrainConfig(lr=config.lr, steps=config.steps, seed=config.seed),
+        stats = train_loop(params, step_loss, config.train_config(),
                            desc="POR attack", progress=progress)
     finally:
         adapter.eval()
