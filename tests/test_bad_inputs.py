@@ -210,6 +210,8 @@ CASES = [
          lambda s: attack(s, "--batch-size", "1", method="badpre"), "batch size of at least 2"),
     Case("badpre-head-warmup-zero", "attack badpre --head-warmup-steps 0 (a missing MLM head must be warmed up)",
          lambda s: attack(s, "--head-warmup-steps", "0", method="badpre"), "at least 1 head warm-up step"),
+    Case("badpre-lr-warmup-ratio-one", "attack badpre --lr-warmup-ratio 1 (no step would be left at the full rate)",
+         lambda s: attack(s, "--lr-warmup-ratio", "1", method="badpre"), "warm-up ratio must be in [0, 1)"),
     Case("badpre-resume-other-settings", "attack badpre --resume from checkpoints of a run with other settings",
          lambda s: attack(s, "--resume", "--checkpoint-dir",
                           os.path.dirname(s.text("ckpt/run.json", '{"fingerprint": "x"}')), method="badpre"),

@@ -50,6 +50,7 @@ def test_attack_help_states_the_attacks_own_step_and_lr_defaults(capsys, attack)
         main(["attack", attack, "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert f"--steps STEPS default {defaults.steps}" in out and f"--lr LR default {defaults.lr}" in out
+    assert defaults.lr_warmup_ratio == 0 and "--lr-warmup-ratio LR_WARMUP_RATIO" in out and "(default 0: no" in out
     if hasattr(defaults, "head_warmup_steps"):
         assert f"before the attack (default {defaults.head_warmup_steps})" in out
 

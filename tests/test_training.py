@@ -47,3 +47,17 @@ def test_the_loop_trains_with_the_fused_kernel_by_default(monkeypatch):
     train_loop([weight], lambda step: weight.pow(2).sum(), TrainConfig(lr=0.1, steps=1, fused=False), progress=False)
     assert made == [True, None]
     assert stats.losses[-1] < stats.losses[0]
+
+
+def test_a_warm_up_raises_the_learning_rate_linearly_then_it_decays_to_zero():
+    weight = torch.nn.Parameter(torch.zeros(1))
+    moves = []
+
+    def step_loss(step):
+        moves.append(float(weight.detach()))
+        return weight.sum()                                   # constant gradient: Adam moves by ≈ the learning rate
+
+    train_loop([weight], step_loss, TrainConfig(lr=0.1, steps=6, warmup_ratio=0.5), progress=False)
+    moves.append(float(weight.detach()))
+    steps = -torch.diff(torch.tensor(moves))
+    torch.testing.assert_close(steps, 0.1 * torch.tensor([1 / 3, 2 / 3, 1, 1, 2 / 3, 1 / 3]), rtol=1e-4, atol=1e-6)

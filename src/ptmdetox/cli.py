@@ -120,6 +120,9 @@ def _adaptive_args(p):
 def _training_args(p, steps: int, lr: float):
     p.add_argument("--steps", type=int, help=f"default {steps}")
     p.add_argument("--lr", type=float, help=f"default {lr}")
+    p.add_argument("--lr-warmup-ratio", type=float,
+                   help="fraction of the steps over which the learning rate rises linearly from 0, then decays "
+                        "linearly to 0 (default 0: no warm-up)")
     p.add_argument("--batch-size", type=int, help="half clean, half poisoned (default 32)")
     p.add_argument("--max-length", type=int, help="default 64")
     p.add_argument("--seed", type=int, help="default 0")
@@ -179,7 +182,7 @@ def _head_warmup_arg(p, default: int):
 #: argparse destinations that are attack config fields (missing or None: the attack's default)
 ATTACK_OPTIONS = ("triggers", "steps", "lr", "batch_size", "max_length", "seed", "insertions", "target_scale",
                   "token_weight", "poison_weight", "clean_weight", "adaptive_lam", "adaptive_regularise",
-                  "adaptive_norm", "mode", "head_warmup_steps")
+                  "adaptive_norm", "mode", "head_warmup_steps", "lr_warmup_ratio")
 
 
 def build_parser() -> argparse.ArgumentParser:
