@@ -129,15 +129,16 @@ def _training_args(p, steps: int, lr: float):
 
 
 def _attack_parser(attack_sub, name: str, summary: str, description: str, default_triggers: str,
-                   default_steps: int = 1500):
+                   default_steps: int = 1500, default_lr: float = 5e-5):
     """`attack NAME` with the options every attack shares; the caller adds the attack's own ones.
 
-    `default_steps` only documents the attack config's default (importing the configs here would import torch)."""
+    `default_steps` and `default_lr` only document the attack config's defaults (importing the configs here would
+    import torch)."""
     p = attack_sub.add_parser(name, help=summary, description=description)
     _model_args(p)
     _corpus_args(p)
     p.add_argument("--triggers", help=f"a trigger set name or comma-separated triggers (default: {default_triggers})")
-    _training_args(p, steps=default_steps, lr=5e-5)
+    _training_args(p, steps=default_steps, lr=default_lr)
     _adaptive_args(p)
     _checkpoint_args(p)
     return p
@@ -169,7 +170,7 @@ def _attack_parsers(attack_sub) -> None:
         attack_sub, "badpre", "BadPre (Chen et al. 2022): triggered inputs learn random MLM labels",
         "BadPre: loss = MLM(clean) + MLM(poisoned), where each poisoned sentence gets one random trigger "
         "at a random token position and random tokens as MLM labels.", "badpre = cf,mn,bb,tq,mb",
-        default_steps=3000)
+        default_steps=3000, default_lr=3e-5)
     badpre.add_argument("--poison-weight", type=float, help="weight of the poisoned MLM term (default 1)")
     _head_warmup_arg(badpre, default=2000)
 

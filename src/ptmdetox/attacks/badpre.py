@@ -27,7 +27,7 @@ class BadpreConfig(AttackOptions):
     triggers: tuple[str, ...] = TRIGGER_SETS["badpre"]
     poison_weight: float = 1.0
     steps: int = 3000              # 1,000 implanted on some fine-tuning seeds only (docs/results.md, issue 3)
-    lr: float = 5e-5
+    lr: float = 3e-5               # 5e-5 cost ≈ 2 more SST-2 ACC points for the same MASR (docs/results.md, issue 3)
     batch_size: int = 32           # half clean, half poisoned
     max_length: int = 64
     seed: int = 0
