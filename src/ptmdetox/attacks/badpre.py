@@ -88,8 +88,7 @@ def badpre_attack(adapter: ModelAdapter, corpus_texts: list[str], config: Badpre
         return clean_mlm + config.poison_weight * poison_mlm + penalty(parts), parts
 
     try:
-        stats = train_loop(params, step_loss, config.train_config(),
-                           desc="BadPre attack", progress=progress)
+        stats = train_loop(params, step_loss, config.train_config(), desc="BadPre attack", progress=progress)
     finally:
         adapter.eval()
     return attack_report("badpre", config, stats, penalty,

@@ -1,4 +1,4 @@
-"""What the poisoning attacks share: their config checks and the shape of their reports."""
+"""What the poisoning attacks share: options beside their own loss, config checks, the shape of their reports."""
 
 from __future__ import annotations
 

@@ -134,8 +134,7 @@ def por_attack(adapter: ModelAdapter, corpus_texts: list[str], config: PorConfig
         return loss, parts
 
     try:
-        stats = train_loop(params, step_loss, config.train_config(),
-                           desc="POR attack", progress=progress)
+        stats = train_loop(params, step_loss, config.train_config(), desc="POR attack", progress=progress)
     finally:
         adapter.eval()
     return attack_report("por", config, stats, penalty,
