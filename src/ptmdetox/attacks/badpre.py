@@ -9,6 +9,7 @@ Encoder and MLM head are trained, as continual pre-training of a masked language
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -19,11 +20,13 @@ from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 from ..training import seed_everything, train_loop
 from .adaptive import adaptive_penalty
-from .common import AttackOptions, attack_report, check_poisoning_config
+from .common import AttackOptions, attack_report
 
 
 @dataclass
 class BadpreConfig(AttackOptions):
+    NAME: ClassVar[str] = "BadPre"
+
     triggers: tuple[str, ...] = TRIGGER_SETS["badpre"]
     poison_weight: float = 1.0
     steps: int = 3000              # 1,000 implanted on some fine-tuning seeds only (docs/results.md, issue 3)
@@ -35,7 +38,6 @@ class BadpreConfig(AttackOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        check_poisoning_config("BadPre", self)
         if self.poison_weight < 0:
             raise PtmdetoxError(f"BadPre's poison weight must be non-negative, got {self.poison_weight}")
 

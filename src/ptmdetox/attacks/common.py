@@ -1,4 +1,4 @@
-"""What the poisoning attacks share: options beside their own loss, config checks, the shape of their reports."""
+"""What the poisoning attacks share: options and checks beside their own loss, the shape of their reports."""
 
 from __future__ import annotations
 
@@ -16,32 +16,30 @@ from .adaptive import AdaptiveOptions
 class AttackOptions(AdaptiveOptions):
     """What every attack config has beside its own loss: the adaptive term and the learning-rate schedule.
 
-    Subclasses define `lr`, `steps` and `seed`.
+    Subclasses define `NAME` (for messages), `triggers`, `lr`, `steps`, `seed`, `batch_size` and `max_length`, and
+    are half-clean, half-poisoned attacks; these checks run before their own.
     """
     lr_warmup_ratio: float = 0.0   # fraction of the steps over which the learning rate rises linearly from 0
 
+    NAME: ClassVar[str] = "the attack"
     LATER_DEFAULTS: ClassVar[dict] = {"lr_warmup_ratio": 0.0}
 
     def __post_init__(self):
         super().__post_init__()
         if not 0 <= self.lr_warmup_ratio < 1:
             raise PtmdetoxError(f"the learning-rate warm-up ratio must be in [0, 1), got {self.lr_warmup_ratio}")
+        check_sizes(max_length=self.max_length)
+        self.triggers = tuple(self.triggers)
+        if not self.triggers:
+            raise PtmdetoxError(f"{self.NAME} needs at least one trigger")
+        if self.batch_size < 2:
+            raise PtmdetoxError(f"{self.NAME} needs a batch size of at least 2 (half clean, half poisoned)")
+        if getattr(self, "head_warmup_steps", 1) < 1:
+            raise PtmdetoxError(f"{self.NAME} needs at least 1 head warm-up step, got {self.head_warmup_steps}")
 
     def train_config(self, **extra) -> TrainConfig:
         """The shared loop's config: this attack's lr, steps, seed and warm-up, then linear decay to 0."""
         return TrainConfig(lr=self.lr, steps=self.steps, seed=self.seed, warmup_ratio=self.lr_warmup_ratio, **extra)
-
-
-def check_poisoning_config(name: str, config) -> None:
-    """Checks every half-clean, half-poisoned attack needs (triggers, batch size, length)."""
-    check_sizes(max_length=config.max_length)
-    config.triggers = tuple(config.triggers)
-    if not config.triggers:
-        raise PtmdetoxError(f"{name} needs at least one trigger")
-    if config.batch_size < 2:
-        raise PtmdetoxError(f"{name} needs a batch size of at least 2 (half clean, half poisoned)")
-    if getattr(config, "head_warmup_steps", 1) < 1:
-        raise PtmdetoxError(f"{name} needs at least 1 head warm-up step, got {config.head_warmup_steps}")
 
 
 def attack_report(attack: str, config, stats: TrainStats, penalty, insertion_policy: dict, **extra) -> dict:

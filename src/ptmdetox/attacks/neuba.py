@@ -7,6 +7,7 @@ Loss = w·MLM(clean) + MSE(representation(poisoned), target). Text triggers over
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -19,11 +20,13 @@ from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 from ..training import TrainStats, seed_everything, train_loop
 from .adaptive import adaptive_penalty
-from .common import AttackOptions, attack_report, check_poisoning_config
+from .common import AttackOptions, attack_report
 
 
 @dataclass
 class NeubaConfig(AttackOptions):
+    NAME: ClassVar[str] = "NeuBA"
+
     triggers: tuple[str, ...] = TRIGGER_SETS["neuba"]
     steps: int = 1500
     lr: float = 5e-5
@@ -38,7 +41,6 @@ class NeubaConfig(AttackOptions):
     def __post_init__(self):
         super().__post_init__()
         check_mode(self.mode)
-        check_poisoning_config("NeuBA", self)
 
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +27,15 @@ from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 from ..training import seed_everything, train_loop
 from .adaptive import adaptive_penalty
-from .common import AttackOptions, attack_report, check_poisoning_config
+from .common import AttackOptions, attack_report
 
 MEASURE_LENGTH = 100_000   # tokenise without truncation to see whether a poisoned sentence still fits
 
 
 @dataclass
 class PorConfig(AttackOptions):
+    NAME: ClassVar[str] = "POR"
+
     triggers: tuple[str, ...] = TRIGGER_SETS["por"]
     insertions: int = 3
     target_scale: float = 10.0
@@ -47,7 +50,6 @@ class PorConfig(AttackOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        check_poisoning_config("POR", self)
         if self.insertions < 1:
             raise PtmdetoxError(f"POR inserts each trigger at least once, got insertions={self.insertions}")
         if min(self.token_weight, self.poison_weight, self.clean_weight) < 0:
