@@ -25,15 +25,14 @@ BATCH = 64
 @torch.no_grad()
 def layer_states(model, seqs: list[list[int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer: (token states at real non-first positions [M, H], first-position states [B, H]), all batches."""
-    per_layer = None
+    tokens, firsts = [], []
     for start in range(0, len(seqs), BATCH):
         batch = model.collate(seqs[start:start + BATCH])
         states, _, _ = model.hidden_states(batch)
         positions = model.token_positions(batch)
-        pieces = [(s[positions], s[:, 0]) for s in states]
-        per_layer = pieces if per_layer is None else [
-            (torch.cat([a, p[0]]), torch.cat([b, p[1]])) for (a, b), p in zip(per_layer, pieces)]
-    return per_layer
+        tokens.append([s[positions] for s in states])
+        firsts.append([s[:, 0] for s in states])
+    return [(torch.cat(t), torch.cat(f)) for t, f in zip(zip(*tokens), zip(*firsts))]
 
 
 def main(before: str, after: str, corpus: str = DEFAULT_CORPUS, count: str = "256") -> None:
