@@ -304,6 +304,8 @@ CASES = [
     Case("bench-missing-task-file", "bench: a task file that does not exist (refused before any model is built)",
          lambda s: bench(s, suite(s, tasks={"toy": {"train": s.path("none.tsv"), "test": s.task[1]}})),
          "no such file"),
+    Case("bench-cached-and-build-only", "bench --cached-only --build-only (read the cache, or build: not both)",
+         lambda s: [*bench(s, suite(s)), "--cached-only", "--build-only"], "not allowed with argument"),
     Case("bench-results-is-a-file", "bench --results naming an existing file",
          lambda s: [*bench(s, suite(s))[:-3], "--results", str(s.out_file), "--quiet"], "not a folder"),
 ]

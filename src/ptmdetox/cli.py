@@ -329,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="the suite's small smoke-test variant")
     bench.add_argument("--cache", default="runs/cache")
     bench.add_argument("--results", default="results")
-    bench.add_argument("--cached-only", action="store_true",
-                       help="report what the cache holds without running anything (e.g. while a run is going on)")
+    cache_use = bench.add_mutually_exclusive_group()   # one reads the cache without running, the other builds
+    cache_use.add_argument("--cached-only", action="store_true",
+                           help="report what the cache holds without running anything (e.g. while a run is going on)")
     bench.add_argument("--only", type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
                        metavar="MODEL[,MODEL...]",
                        help="build and evaluate only these suite models (a sweep's name selects all its values); "
@@ -338,9 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=_seeds, metavar="S[,S...]",
                        help="evaluate only these of the suite's seeds (e.g. 1 for a first pass over every cell); "
                             "the others are reported from the cache where it holds them")
-    bench.add_argument("--build-only", action="store_true",
-                       help="build (or finish building) the suite's models, or those of --only, and evaluate nothing; "
-                            "the table reports what the cache holds")
+    cache_use.add_argument("--build-only", action="store_true",
+                           help="build (or finish building) the suite's models, or those of --only, and evaluate "
+                                "nothing; the table reports what the cache holds")
     bench.add_argument("--mode", choices=["fast", "reference"],
                        help="run every attack, defense and fine-tuning that has a compute mode in this one "
                             "(reference: the released code's layout; for a before/after wall time); results go to "
