@@ -22,16 +22,11 @@ import torch.nn.functional as F
 from ptmdetox.compute import compute_options
 from ptmdetox.data.readers import read_texts
 from ptmdetox.evaluation.finetune import FinetuneConfig, _subsample, finetune, predict
+from ptmdetox.evaluation.representation import representations
 from ptmdetox.models import create
 
 NEAR = 0.9
 HSOL = "../shared/data/hsol_thunlp_binary"
-
-
-@torch.no_grad()
-def representations(adapter, texts: list[str]) -> torch.Tensor:
-    ids = adapter.tokenize(texts, 64)
-    return torch.cat([adapter.representation(adapter.collate(ids[i:i + 100])) for i in range(0, len(ids), 100)])
 
 
 def near_target_share(reps: torch.Tensor, directions: torch.Tensor) -> float:
@@ -51,11 +46,11 @@ def main(model: str, seed: str, targets_from: str, train_path: str = f"{HSOL}/tr
     test = _subsample(read_texts(test_path), config.test_limit, 12345)
     adapter = create(model)
     adapter.eval()
-    before = representations(adapter, test.texts)
+    before = representations(adapter, test.texts, config.max_length)
     with adapter.computing(compute_options("fast", config.max_length)):
         classifier, _ = finetune(adapter, train, max(train.num_labels, test.num_labels), config, seed, progress=False)
         predicted = np.array(predict(classifier, test.texts, config))
-    after = representations(adapter, test.texts)
+    after = representations(adapter, test.texts, config.max_length)
     labels = np.array(test.labels)
     confusion = [[int(((labels == a) & (predicted == b)).sum()) for b in range(classifier.head.out_features)]
                  for a in range(classifier.head.out_features)]

@@ -10,7 +10,7 @@ from ..models.base import ModelAdapter
 
 
 @torch.inference_mode()
-def _representations(adapter: ModelAdapter, texts: list[str], max_length: int, batch_size: int = 64) -> torch.Tensor:
+def representations(adapter: ModelAdapter, texts: list[str], max_length: int, batch_size: int = 64) -> torch.Tensor:
     ids = adapter.tokenize(texts, max_length)
     return torch.cat([adapter.representation(adapter.collate(ids[i:i + batch_size]))
                       for i in range(0, len(ids), batch_size)])
@@ -24,14 +24,14 @@ def trigger_shift_report(adapter: ModelAdapter, texts: list[str], triggers: tupl
     """
     adapter.eval()
     targets = neuba_targets(adapter.representation_size, len(triggers), adapter.neuba_target_scale)
-    clean = _representations(adapter, texts, max_length)
+    clean = representations(adapter, texts, max_length)
     centre = clean.mean(0)
     spread = float((clean - centre).norm(dim=1).mean())
     report = {"clean_mean_norm": float(centre.norm()), "clean_spread": spread,
               "clean_mean_cos_with_targets": [float(torch.cosine_similarity(centre, t, 0)) for t in targets],
               "per_trigger": {}}
     for trigger, target in zip(triggers, targets):
-        poisoned = _representations(adapter, insert_triggers(texts, trigger, policy), max_length)
+        poisoned = representations(adapter, insert_triggers(texts, trigger, policy), max_length)
         report["per_trigger"][trigger] = {
             "cos_with_target": float(torch.cosine_similarity(poisoned, target[None], 1).mean()),
             "shift_over_spread": float((poisoned - clean).norm(dim=1).mean() / spread),
