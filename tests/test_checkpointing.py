@@ -304,3 +304,40 @@ def test_interrupted_bench_resumes_a_half_built_model(tmp_path, tiny_model, tiny
     assert json.loads((cache / model / "attack.json").read_text())["resumed"] == ["NeuBA attack at step 4"]
     assert resumed["results"]["toy"]["neuba"]["runs"][0]["masr"] == reference["results"]["toy"]["neuba"]["runs"][0]["masr"]
     same_weights(str(cache / model), os.path.join(tmp_path / "c1", model))
+
+
+def test_a_run_resumes_however_its_paths_are_spelled(capsys, tmp_path, tiny_model, tiny_corpus, monkeypatch):
+    """Interrupted with relative paths, resumed with absolute ones: the same files, so the same run (a bench
+    resumed under a differently spelled --cache passes its model folder so). Other files are still refused."""
+    monkeypatch.chdir(tmp_path)
+
+    def argv(model, corpus, out):
+        return ["purify", "recipe", "--steps", "9", "--model", model, "--corpus", corpus, "--out", out, *TRAIN_FAST]
+
+    real_due = checkpointing.Phase.due
+
+    def interrupted_after_step_5(self, steps_done):   # checkpoints every 2 steps, then a Ctrl-C after step 5
+        if steps_done == 5:
+            raise KeyboardInterrupt
+        return steps_done % 2 == 0
+
+    monkeypatch.setattr(checkpointing.Phase, "due", interrupted_after_step_5)
+    relative = argv(os.path.relpath(tiny_model), os.path.relpath(tiny_corpus), "purified")
+    assert main(relative) == 130
+    assert os.path.isdir(partial_dir("purified"))
+    monkeypatch.setattr(checkpointing.Phase, "due", real_due)
+
+    printed = resume(capsys, argv(os.path.abspath(tiny_model), os.path.abspath(tiny_corpus),
+                                  str(tmp_path / "purified")))
+    assert "resumed from checkpoints: RECIPE at step 4" in printed
+    assert not os.path.exists(partial_dir("purified"))
+
+    capsys.readouterr()
+    other = tmp_path / "other-corpus.txt"
+    other.write_text("a different corpus\n" * 40, encoding="utf-8")
+    monkeypatch.setattr(checkpointing.Phase, "due", interrupted_after_step_5)
+    assert main(argv(tiny_model, tiny_corpus, "again")) == 130
+    monkeypatch.setattr(checkpointing.Phase, "due", real_due)
+    capsys.readouterr()
+    assert main([*argv(tiny_model, str(other), "again"), "--resume"]) == 2
+    assert "checkpoints of a run with other settings" in capsys.readouterr().err

@@ -24,6 +24,12 @@ def _provenance(started: float) -> dict:
     return {"versions": versions(), "wall_seconds": round(time.perf_counter() - started, 1), "command": command_line()}
 
 
+def _location(path: str | None) -> str | None:
+    """A local path as one spelling (absolute, links resolved), so a run resumes however its paths were written;
+    a hub name is kept as given."""
+    return os.path.realpath(path) if path and os.path.exists(path) else path
+
+
 def _transform_model(model: str, corpus: str, out: str, run, report_file: str, card, *, corpus_limit: int | None,
                      allow_pickle: bool, overwrite: bool, settings: dict,
                      checkpoints: CheckpointOptions | None) -> dict:
@@ -31,7 +37,7 @@ def _transform_model(model: str, corpus: str, out: str, run, report_file: str, c
     started = time.perf_counter()
     check_output_dir(out, overwrite)
     checkpointer = (checkpoints or CheckpointOptions()).checkpointer(
-        out, {"model": model, "corpus": corpus, "corpus_limit": corpus_limit, **settings})
+        out, {"model": _location(model), "corpus": _location(corpus), "corpus_limit": corpus_limit, **settings})
     texts = read_corpus(corpus, limit=corpus_limit).texts if corpus else []
     adapter = models.create(model, allow_pickle=allow_pickle)
     with checkpointing(checkpointer):
@@ -132,7 +138,7 @@ def evaluate_model(model: str, train: str, test: str, triggers, policy: Insertio
     triggers = parse_triggers(triggers)
     if out:
         check_output_file(out)
-    settings = {"model": model, "train": train, "test": test, "columns": [text_column, label_column],
+    settings = {"model": _location(model), "train": _location(train), "test": _location(test), "columns": [text_column, label_column],
                 "triggers": list(triggers), "policy": policy.to_dict(), "finetune": config.to_dict()}
     checkpointer = (checkpoints or CheckpointOptions()).checkpointer(out, settings)   # seeds are kept one by one
     train_set, test_set = read_task(train, test, text_column, label_column)
