@@ -138,8 +138,9 @@ def evaluate_model(model: str, train: str, test: str, triggers, policy: Insertio
     triggers = parse_triggers(triggers)
     if out:
         check_output_file(out)
-    settings = {"model": _location(model), "train": _location(train), "test": _location(test), "columns": [text_column, label_column],
-                "triggers": list(triggers), "policy": policy.to_dict(), "finetune": config.to_dict()}
+    settings = {"model": _location(model), "train": _location(train), "test": _location(test),
+                "columns": [text_column, label_column], "triggers": list(triggers), "policy": policy.to_dict(),
+                "finetune": config.to_dict()}
     checkpointer = (checkpoints or CheckpointOptions()).checkpointer(out, settings)   # seeds are kept one by one
     train_set, test_set = read_task(train, test, text_column, label_column)
     probe = models.create(model, allow_pickle=allow_pickle)   # fails fast on a bad model, checks triggers
