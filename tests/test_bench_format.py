@@ -101,8 +101,15 @@ def test_bad_defense_options_and_sweeps_are_one_line_errors(tmp_path, base):
         load_suite(no_values)
 
 
-@pytest.mark.parametrize("name", ["paper-text", "paper-sweeps", "paper-attacks", "foundation", "recipe-head",
-                                  "recipe-min-count"])
+BENCH_FOLDER = os.path.join(os.path.dirname(__file__), "..", "bench")
+SHIPPED_SUITES = sorted(name.removesuffix(".yaml") for name in os.listdir(BENCH_FOLDER) if name.endswith(".yaml"))
+
+
+def test_every_suite_the_readme_promises_is_shipped():
+    assert {"paper-text", "paper-attacks", "paper-sweeps", "attacks-full"} <= set(SHIPPED_SUITES)
+
+
+@pytest.mark.parametrize("name", SHIPPED_SUITES)
 def test_shipped_suites_load(name):
     for quick in (False, True):
         suite = load_suite(name, quick)
