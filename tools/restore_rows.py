@@ -5,7 +5,8 @@ absent from the auxiliary corpus (`rows`) or the pooler weight (`pooler`), and s
 `pooler-reinit` instead draws a fresh pooler weight, N(0, 0.02) from torch seed 0 (SOURCE unused; bias kept). Fine-tuning
 the hybrid on a clean task measures the ACC those weights cost; its ASR means nothing (the backdoor comes back too).
 
-usage: python tools/restore_rows.py rows|pooler|pooler-reinit SOURCE PURIFIED OUT [AUX]   (model folders)
+usage: python tools/restore_rows.py rows|pooler|pooler-reinit SOURCE PURIFIED OUT [AUX [MIN_COUNT]]   (model folders;
+       MIN_COUNT: the purification's --embedding-min-count, default RECIPE's)
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from safetensors.torch import load_file, save_file
 
 from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
-from ptmdetox.defenses.recipe import unseen_embedding_rows
+from ptmdetox.defenses.recipe import RecipeConfig, unseen_embedding_rows
 
 POOLER = "pooler.dense.weight"
 
 
 def main(what: str, source: str, purified: str, out: str,
-         aux: str = "../shared/data/bookcorpus_recipe/train.tsv") -> None:
+         aux: str = "../shared/data/bookcorpus_recipe/train.tsv",
+         min_count: str = str(RecipeConfig.embedding_min_count)) -> None:
     weights = load_file(f"{purified}/model.safetensors")
     if what == "pooler-reinit":
         name = _named(weights, POOLER)
@@ -38,7 +40,7 @@ def main(what: str, source: str, purified: str, out: str,
         message = f"{name} restored from {source}"
     else:
         original = load_file(f"{source}/model.safetensors")
-        unseen = _unseen_rows(purified, aux)
+        unseen = _unseen_rows(purified, aux, int(min_count))
         name = _named(weights, "word_embeddings.weight")
         weights[name][unseen] = original[_named(original, "word_embeddings.weight")][unseen]
         message = f"{len(unseen)} rows restored from {source}"
@@ -47,11 +49,11 @@ def main(what: str, source: str, purified: str, out: str,
     print(f"{out}: {message}")
 
 
-def _unseen_rows(model: str, aux: str) -> torch.Tensor:
-    """The rows RECIPE's default penalty covers: tokens absent from `aux` read at RECIPE's length (64)."""
+def _unseen_rows(model: str, aux: str, min_count: int) -> torch.Tensor:
+    """The rows RECIPE's penalty covers: tokens seen fewer than `min_count` times in `aux` read at RECIPE's length (64)."""
     adapter = models.create(model)
     embedding = adapter.parameters_matching([adapter.token_embedding])
-    rows = unseen_embedding_rows(adapter, embedding, adapter.tokenize(read_corpus(aux).texts, 64))
+    rows = unseen_embedding_rows(adapter, embedding, adapter.tokenize(read_corpus(aux).texts, 64), min_count)
     return next(iter(rows.values()))
 
 
