@@ -1,16 +1,17 @@
 """Diagnostic: how much of a purified model's accuracy cost comes from the weights the penalty zeroed.
 
-Copies into PURIFIED, from SOURCE (the model it was purified from), either the word-embedding rows of the tokens
-absent from the auxiliary corpus (`rows`) or the pooler weight (`pooler`), and saves the hybrid to OUT.
+Copies into PURIFIED, from SOURCE (the model it was purified from), either the word-embedding rows RECIPE's penalty
+covered (`rows`: tokens rarer in the auxiliary corpus than the purification's --embedding-min-count, as its
+purification.json records) or the pooler weight (`pooler`), and saves the hybrid to OUT.
 `pooler-reinit` instead draws a fresh pooler weight, N(0, 0.02) from torch seed 0 (SOURCE unused; bias kept). Fine-tuning
 the hybrid on a clean task measures the ACC those weights cost; its ASR means nothing (the backdoor comes back too).
 
-usage: python tools/restore_rows.py rows|pooler|pooler-reinit SOURCE PURIFIED OUT [AUX [MIN_COUNT]]   (model folders;
-       MIN_COUNT: the purification's --embedding-min-count, default RECIPE's)
+usage: python tools/restore_rows.py rows|pooler|pooler-reinit SOURCE PURIFIED OUT [AUX]   (model folders)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -20,14 +21,13 @@ from safetensors.torch import load_file, save_file
 
 from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
-from ptmdetox.defenses.recipe import RecipeConfig, unseen_embedding_rows
+from ptmdetox.defenses.recipe import unseen_embedding_rows
 
 POOLER = "pooler.dense.weight"
 
 
 def main(what: str, source: str, purified: str, out: str,
-         aux: str = "../shared/data/bookcorpus_recipe/train.tsv",
-         min_count: str = str(RecipeConfig.embedding_min_count)) -> None:
+         aux: str = "../shared/data/bookcorpus_recipe/train.tsv") -> None:
     weights = load_file(f"{purified}/model.safetensors")
     if what == "pooler-reinit":
         name = _named(weights, POOLER)
@@ -40,7 +40,7 @@ def main(what: str, source: str, purified: str, out: str,
         message = f"{name} restored from {source}"
     else:
         original = load_file(f"{source}/model.safetensors")
-        unseen = _unseen_rows(purified, aux, int(min_count))
+        unseen = _unseen_rows(purified, aux)
         name = _named(weights, "word_embeddings.weight")
         weights[name][unseen] = original[_named(original, "word_embeddings.weight")][unseen]
         message = f"{len(unseen)} rows restored from {source}"
@@ -49,11 +49,17 @@ def main(what: str, source: str, purified: str, out: str,
     print(f"{out}: {message}")
 
 
-def _unseen_rows(model: str, aux: str, min_count: int) -> torch.Tensor:
-    """The rows RECIPE's penalty covers: tokens seen fewer than `min_count` times in `aux` read at RECIPE's length (64)."""
-    adapter = models.create(model)
+def _unseen_rows(purified: str, aux: str) -> torch.Tensor:
+    """The rows the purification penalised, recomputed with the settings its record holds."""
+    with open(os.path.join(purified, "purification.json")) as handle:
+        record = json.load(handle)
+    config = record["config"]
+    adapter = models.create(purified)
     embedding = adapter.parameters_matching([adapter.token_embedding])
-    rows = unseen_embedding_rows(adapter, embedding, adapter.tokenize(read_corpus(aux).texts, 64), min_count)
+    texts = read_corpus(aux, limit=record.get("corpus_size")).texts
+    # records written before --embedding-min-count existed used 1, the default then
+    rows = unseen_embedding_rows(adapter, embedding, adapter.tokenize(texts, config["max_length"]),
+                                 config.get("embedding_min_count", 1))
     return next(iter(rows.values()))
 
 
