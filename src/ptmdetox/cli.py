@@ -214,12 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "MLM leaves unexercised (BERT: + word embeddings and pooler; the cpu preset's default)")
     recipe.add_argument("--trainable", nargs="+", metavar="SPEC",
                         help="'regularised', 'all', or parameter-name patterns (default: the family's)")
-    recipe.add_argument("--embedding-rows", choices=["unseen", "all"],
-                        help="token-embedding rows the penalty covers when the embedding matrix is regularised: only "
-                             "those of tokens rare in the auxiliary corpus (default) or all")
+    recipe.add_argument("--embedding-rows", choices=["unseen", "scanned", "all"],
+                        help="token-embedding rows the penalty covers when the embedding matrix is regularised: those "
+                             "of tokens rare in the auxiliary corpus (unseen, the default); of those, only the ones a "
+                             "scan finds acting like a trigger (scanned: inserting the token once moves the "
+                             "representation far more than a typical rare token does); or all")
     recipe.add_argument("--embedding-min-count", type=int, metavar="N",
-                        help="with --embedding-rows unseen: tokens seen fewer than N times in the auxiliary corpus "
-                             "count as unseen (default 5)")
+                        help="with --embedding-rows unseen or scanned: tokens seen fewer than N times in the auxiliary "
+                             "corpus count as rare (default 5)")
+    recipe.add_argument("--scan-threshold", type=float, metavar="Z",
+                        help="with --embedding-rows scanned: robust z-score above which a rare token's row is "
+                             "penalised (default 6)")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "
@@ -443,6 +448,7 @@ def run(args) -> int:
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
                         embedding_rows=args.embedding_rows, embedding_min_count=args.embedding_min_count,
+                        scan_threshold=args.scan_threshold,
                         representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,

@@ -39,12 +39,13 @@ from ..models.base import ModelAdapter
 from ..snapshots import SnapshotSaver, check_steps
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 from .reinit import reinitialise_modules
+from .row_scan import suspicious_rows
 
 NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
 MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
-EMBEDDING_ROWS = ("all", "unseen")
+EMBEDDING_ROWS = ("all", "unseen", "scanned")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
@@ -61,6 +62,11 @@ class RecipeConfig:
     # with "unseen": tokens seen fewer times than this count as absent. 5, not 1: a trigger the auxiliary sample
     # happens to contain once or twice (POR's `mn`) is barely exercised by the pre-training loss and kept its row
     embedding_min_count: int = 5
+    # with "scanned": of those rare rows, only the ones whose token, inserted once into auxiliary sentences, moves the
+    # representation more than `scan_threshold` robust z above the typical rare token (defenses.row_scan); the
+    # other rare rows, where rare task words live, keep their pre-trained values
+    scan_threshold: float = 6.0
+    scan_sentences: int = 2
     # the module between the last block and the representation (BERT's pooler): "decay" leaves it as the penalty left
     # it (about zero when regularised: no pre-training loss reaches it); "reinit" gives it a fresh, seeded
     # initialisation after purification, so that fine-tuning starts from a normal pooler that carries nothing
@@ -93,6 +99,7 @@ class RecipeConfig:
     #: options that came after cached results existed: left out of `to_dict` at these values (compute.config_dict);
     #: a value here that is no longer the default (embedding_min_count 1) keeps the key of results made with it
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
+                                      "scan_threshold": 6.0, "scan_sentences": 2,
                                       "representation_head": "decay", "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
@@ -118,6 +125,11 @@ class RecipeConfig:
         if isinstance(self.embedding_min_count, bool) or not isinstance(self.embedding_min_count, int) \
                 or self.embedding_min_count < 1:
             raise PtmdetoxError(f"embedding_min_count must be an integer ≥ 1, got {self.embedding_min_count!r}")
+        if not self.scan_threshold > 0:
+            raise PtmdetoxError(f"scan_threshold must be positive, got {self.scan_threshold!r}")
+        if isinstance(self.scan_sentences, bool) or not isinstance(self.scan_sentences, int) \
+                or self.scan_sentences < 1:
+            raise PtmdetoxError(f"scan_sentences must be an integer ≥ 1, got {self.scan_sentences!r}")
         if self.representation_head not in REPRESENTATION_HEADS:
             raise PtmdetoxError(f"unknown representation_head '{self.representation_head}' "
                                 f"(choose from {', '.join(REPRESENTATION_HEADS)})")
@@ -177,7 +189,9 @@ def weight_norm(weight: torch.Tensor, norm: str) -> torch.Tensor:
 def regularisation(weights: list[torch.Tensor], norm: str, rows: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Σ‖W‖ over `weights`; `rows` maps id(W) to the row indices that count for that W (all rows otherwise)."""
     rows = rows or {}
-    return torch.stack([weight_norm(w[rows[id(w)]] if id(w) in rows else w, norm) for w in weights]).sum()
+    terms = [weight_norm(w[rows[id(w)]] if id(w) in rows else w, norm) for w in weights
+             if id(w) not in rows or len(rows[id(w)])]   # no rows: no term (the norm of nothing has no gradient)
+    return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 def unseen_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[list[int]],
@@ -197,6 +211,22 @@ def unseen_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[l
     tokens = torch.as_tensor([token for seq in corpus_ids for token in seq], dtype=torch.long)
     absent = torch.bincount(tokens, minlength=rows)[:rows] < min_count
     return {id(p): absent.nonzero().squeeze(1) for _, p in regularised if id(p) in embedding}
+
+
+def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[list[int]], config: RecipeConfig,
+                             progress: bool = True) -> tuple[dict[int, torch.Tensor], dict | None]:
+    """The token-embedding rows the penalty covers (id(W) → rows; {} means all rows) under `config.embedding_rows`,
+    and the row scan's record when one ran."""
+    if config.embedding_rows == "all":
+        return {}, None
+    rare = unseen_embedding_rows(adapter, regularised, corpus_ids, config.embedding_min_count)
+    if config.embedding_rows == "unseen" or not rare:
+        return rare, None
+    candidates = next(iter(rare.values()))
+    candidates = candidates[~torch.isin(candidates, torch.as_tensor(adapter.special_token_ids(), dtype=torch.long))]
+    flagged, record = suspicious_rows(adapter, corpus_ids, candidates, config.scan_threshold, config.scan_sentences,
+                                      seed=config.seed, progress=progress)
+    return {key: flagged for key in rare}, record
 
 
 def select_parameters(adapter: ModelAdapter, config: RecipeConfig):
@@ -252,8 +282,7 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         adapter.prepare_pretraining(ids, steps=config.head_warmup_steps, seed=config.seed, progress=progress)
     regularised, trainable = select_parameters(adapter, config)
     reg_weights = [p for _, p in regularised]
-    reg_rows = (unseen_embedding_rows(adapter, regularised, ids, config.embedding_min_count)
-                if config.embedding_rows == "unseen" else {})
+    reg_rows, row_scan = penalised_embedding_rows(adapter, regularised, ids, config, progress)
     norms_before = {n: float(weight_norm(p.detach(), "fro")) for n, p in regularised}
 
     trainable_ids = {id(p) for _, p in trainable}
@@ -324,6 +353,7 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         "trainable": [n for n, _ in trainable],
         "reinitialised": reinitialised,
         "penalised_embedding_rows": {n: int(reg_rows[id(p)].numel()) for n, p in regularised if id(p) in reg_rows},
+        **({"row_scan": row_scan} if row_scan else {}),
         "norm_before": sum(norms_before.values()),
         "norm_after": sum(norms_after.values()),
         "norms_before": norms_before,

@@ -115,6 +115,14 @@ class ModelAdapter(ABC):
         """(per-position states [B, T, H], representation [B, H]) from one forward pass (POR keeps the former)."""
         raise NotImplementedError(f"the {self.family} adapter exposes no per-position states")
 
+    def token_text(self, token_id: int) -> str:
+        """How a vocabulary id reads, for reports (families without a vocabulary: the id)."""
+        return str(token_id)
+
+    def special_token_ids(self) -> list[int]:
+        """Vocabulary ids of the tokenizer's special tokens (padding, separators, mask...)."""
+        return []
+
     def token_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[B, T] bool: the real positions whose states describe single tokens, i.e. all but the one the
         representation is read from (text encoders: [CLS])."""

@@ -194,6 +194,12 @@ class TextEncoderAdapter(ModelAdapter):
                                 "one vocabulary token")
         return ids
 
+    def token_text(self, token_id: int) -> str:
+        return self.tokenizer.convert_ids_to_tokens(token_id)
+
+    def special_token_ids(self) -> list[int]:
+        return sorted(self.tokenizer.all_special_ids)
+
     def _word_piece(self) -> bool:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         return type(getattr(backend, "model", None)).__name__ == "WordPiece"

@@ -1,0 +1,94 @@
+"""Which token-embedding rows act like a trigger: a scan for RECIPE's `embedding_rows: scanned`.
+
+A task-agnostic backdoor maps any input that carries its trigger to a predefined representation, so inserting a
+trigger token once into ordinary text moves the state the representation is read from ([CLS] for BERT) far more
+than inserting an ordinary word does. The scan inserts each candidate token once, at a seeded random position, into
+a few short auxiliary sentences, and scores it by the mean cosine distance between that state with and without the
+token. Scores are compared on a robust z scale (median and 1.4826·MAD over all candidates), so the threshold does not
+depend on how stiff a model's representation is; on the clean MiniLM no candidate reaches z = 4, while POR's and
+BadPre's triggers sit above 100 (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import PtmdetoxError
+from ..models.base import ModelAdapter
+
+#: interior lengths (tokens between the leading and trailing special tokens) of the sentences the scan inserts into
+SENTENCE_LENGTHS = (8, 14)
+MAD_TO_SIGMA = 1.4826
+
+
+def scan_sentences(corpus_ids: list[list[int]], count: int, rng: np.random.Generator) -> list[list[int]]:
+    """`count` corpus sequences of moderate length (any length when too few qualify), chosen with `rng`."""
+    low, high = SENTENCE_LENGTHS
+    pool = [seq for seq in corpus_ids if low <= len(seq) - 2 <= high] or [seq for seq in corpus_ids if len(seq) > 2]
+    if not pool:
+        raise PtmdetoxError("the auxiliary corpus has no sentence to scan token rows with")
+    picks = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
+    return [pool[i] for i in sorted(picks)]
+
+
+def _representation_states(adapter: ModelAdapter, seqs: list[list[int]]) -> torch.Tensor:
+    """[B, H]: each sequence's final state at the position its representation is read from."""
+    batch = adapter.collate(seqs)
+    hidden, _ = adapter.states_and_representation(batch)
+    position = batch["attention_mask"].bool() & ~adapter.token_positions(batch)
+    return hidden[position].float().view(len(seqs), -1)
+
+
+def row_influence(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates: torch.Tensor, sentences: int = 2,
+                  seed: int = 0, batch_size: int = 128, progress: bool = True) -> torch.Tensor:
+    """Each candidate token's mean cosine distance between the representation states of a few auxiliary sentences
+    with and without the token inserted once (a float tensor aligned with `candidates`)."""
+    rng = np.random.default_rng(seed)
+    base = scan_sentences(corpus_ids, sentences, rng)
+    positions = [int(rng.integers(1, len(seq))) for seq in base]   # between the leading and trailing specials
+    per_batch = max(1, batch_size // len(base))
+    scores = []
+    adapter.eval()
+    with torch.inference_mode():
+        reference = _representation_states(adapter, base)
+        for start in tqdm(range(0, len(candidates), per_batch), desc="row scan", disable=not progress,
+                          unit="batch"):
+            chunk = candidates[start:start + per_batch].tolist()
+            seqs = [seq[:at] + [token] + seq[at:] for token in chunk for seq, at in zip(base, positions)]
+            states = _representation_states(adapter, seqs).view(len(chunk), len(base), -1)
+            distance = 1 - torch.cosine_similarity(states, reference[None], dim=-1)
+            scores.append(distance.mean(1))
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def robust_z(scores: torch.Tensor) -> torch.Tensor:
+    median = scores.median()
+    spread = MAD_TO_SIGMA * (scores - median).abs().median()
+    return (scores - median) / spread.clamp_min(1e-12)
+
+
+def suspicious_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates: torch.Tensor, threshold: float,
+                    sentences: int = 2, seed: int = 0, progress: bool = True,
+                    report_top: int = 20) -> tuple[torch.Tensor, dict]:
+    """The candidate rows whose insertion moves the representation more than `threshold` robust z above the typical
+    candidate, and a record of the scan (counts, the highest-scoring tokens, seconds)."""
+    started = time.perf_counter()
+    scores = row_influence(adapter, corpus_ids, candidates, sentences, seed, progress=progress)
+    z = robust_z(scores) if len(scores) else scores
+    flagged = candidates[z > threshold] if len(scores) else candidates[:0]
+    top = torch.argsort(z, descending=True)[:report_top] if len(scores) else []
+    record = {
+        "candidates": int(len(candidates)),
+        "flagged": int(len(flagged)),
+        "threshold_z": threshold,
+        "sentences": sentences,
+        "median_distance": float(scores.median()) if len(scores) else None,
+        "top": [{"token": adapter.token_text(int(candidates[i])), "id": int(candidates[i]),
+                 "distance": round(float(scores[i]), 4), "z": round(float(z[i]), 1)} for i in top],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return flagged, record
