@@ -117,6 +117,8 @@ CASES = [
          lambda s: ["purify", "recipe", "--model", s.model, "--corpus", s.corpus, "--out", str(s.out_dir), "--overwrite",
                     "--epochs", "0"], "epochs must be positive"),
     Case("lambda-negative", "purify --lam -1", lambda s: purify(s, "--lam", "-1"), "non-negative"),
+    Case("scan-threshold-zero", "purify --embedding-rows scanned --scan-threshold 0",
+         lambda s: purify(s, "--embedding-rows", "scanned", "--scan-threshold", "0"), "scan_threshold must be positive"),
     Case("eval-epochs-negative", "evaluate --epochs -1", lambda s: evaluate(s, "--epochs", "-1"),
          "epochs must be positive"),
     Case("eval-count-zero", "evaluate --count 0", lambda s: evaluate(s, "--count", "0"), "count must be at least 1"),

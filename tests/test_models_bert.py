@@ -15,6 +15,7 @@ from ptmdetox import models
 from ptmdetox.data.masking import IGNORE
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.errors import PtmdetoxError
+from ptmdetox.models.base import ModelAdapter
 from ptmdetox.models.bert import BertAdapter
 
 SENTENCES = ["the movie was good", "it was very bad and boring", "a great film at noon", "i was not fun"]
@@ -84,6 +85,17 @@ def test_representation_is_the_pooler_output(tiny_model):
     assert torch.allclose(rep, out.pooler_output)
     assert torch.allclose(rep, manual, atol=1e-6)
     assert not torch.allclose(rep, out.last_hidden_state[:, 0])
+
+
+def test_representation_states_are_the_last_layer_cls_states(tiny_model):
+    adapter = models.create(tiny_model)
+    batch = batch_of(adapter)
+    with torch.no_grad():
+        states = adapter.representation_states(batch)
+        generic = ModelAdapter.representation_states(adapter, batch)    # from the full forward pass
+        hidden, _ = adapter.encode(batch)
+    torch.testing.assert_close(states, hidden[:, 0])
+    torch.testing.assert_close(generic, hidden[:, 0])
 
 
 def test_neuron_layers_are_the_ffn_in_layers(tiny_model):

@@ -82,6 +82,17 @@ def test_model_card():
     assert "Warning" not in model_card("t", "s", "w", {}, [])
 
 
+def test_model_card_lists_what_the_row_scan_flagged():
+    scan = {"candidates": 900, "flagged": 2, "threshold_z": 6.0,
+            "top": [{"token": "cf", "id": 11, "distance": 0.98, "z": 130.2},
+                    {"token": "mn", "id": 13, "distance": 0.91, "z": 120.0},
+                    {"token": "w3", "id": 40, "distance": 0.05, "z": 1.1}]}
+    card = model_card("Purified", "some/model", "what", {"row_scan": scan}, [])
+    assert "2 of 900 tokens rare in the auxiliary corpus" in card and "z = 6 " in card
+    assert "| `cf` | 0.980 | 130.2 |" in card and "| `w3` | 0.050 | 1.1 |" in card
+    assert "row scan" not in model_card("Purified", "some/model", "what", {}, [])
+
+
 def test_results_table_with_floor():
     def summary(acc, masr, asr):
         return {"acc": acc, "acc_std": 1.0, "aasr": masr / 2, "aasr_std": 0.0, "masr": masr, "masr_std": 2.0,

@@ -2,7 +2,7 @@
 
 Copies into PURIFIED, from SOURCE (the model it was purified from), either the word-embedding rows RECIPE's penalty
 covered (`rows`: tokens rarer in the auxiliary corpus than the purification's --embedding-min-count, as its
-purification.json records) or the pooler weight (`pooler`), and saves the hybrid to OUT.
+purification.json records, or with --embedding-rows scanned the rows its scan flagged) or the pooler weight (`pooler`), and saves the hybrid to OUT.
 `pooler-reinit` instead draws a fresh pooler weight, N(0, 0.02) from torch seed 0 (SOURCE unused; bias kept). Fine-tuning
 the hybrid on a clean task measures the ACC those weights cost; its ASR means nothing (the backdoor comes back too).
 
@@ -54,6 +54,10 @@ def _unseen_rows(purified: str, aux: str) -> torch.Tensor:
     with open(os.path.join(purified, "purification.json")) as handle:
         record = json.load(handle)
     config = record["config"]
+    if config.get("embedding_rows") == "scanned":
+        if "flagged_ids" not in record.get("row_scan", {}):
+            sys.exit(f"{purified}: its record does not list the rows the scan flagged (written before it did)")
+        return torch.tensor(record["row_scan"]["flagged_ids"], dtype=torch.long)
     adapter = models.create(purified)
     embedding = adapter.parameters_matching([adapter.token_embedding])
     texts = read_corpus(aux, limit=record.get("corpus_size")).texts

@@ -10,6 +10,11 @@ Two presets:
   and the pooler, which MLM on auxiliary text cannot protect (see docs/results.md for the measurements). Its
   pre-training loss is the paper's, MLM.
 
+Which token-embedding rows the penalty covers (`embedding_rows`): "unseen" (default) takes every row of a token rare
+in the auxiliary corpus, where rare-token triggers live but so do rare task words; "scanned" takes only those of them
+whose token, inserted once into auxiliary sentences, moves the [CLS] state like a trigger (defenses.row_scan), and
+leaves the other rare rows as they were.
+
 Option `pretrain_loss="mlm+keep"` adds a "keep" term: keep_weight × MSE between the model's and the frozen starting
 model's last hidden states on the same auxiliary batch, which holds the clean behaviour in place while the penalty
 shrinks weights. On NeuBA it cut RECIPE's ACC cost on SST-2 (2.1 → 0.9 points); on POR, phrase-trigger POR, BadPre

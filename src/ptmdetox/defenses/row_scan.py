@@ -36,11 +36,7 @@ def scan_sentences(corpus_ids: list[list[int]], count: int, rng: np.random.Gener
 
 
 def _representation_states(adapter: ModelAdapter, seqs: list[list[int]]) -> torch.Tensor:
-    """[B, H]: each sequence's final state at the position its representation is read from."""
-    batch = adapter.collate(seqs)
-    hidden, _ = adapter.states_and_representation(batch)
-    position = batch["attention_mask"].bool() & ~adapter.token_positions(batch)
-    return hidden[position].float().view(len(seqs), -1)
+    return adapter.representation_states(adapter.collate(seqs)).float()
 
 
 def row_influence(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates: torch.Tensor, sentences: int = 2,
@@ -84,6 +80,7 @@ def suspicious_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], candidat
     record = {
         "candidates": int(len(candidates)),
         "flagged": int(len(flagged)),
+        "flagged_ids": flagged.tolist(),
         "threshold_z": threshold,
         "sentences": sentences,
         "median_distance": float(scores.median()) if len(scores) else None,

@@ -115,6 +115,12 @@ class ModelAdapter(ABC):
         """(per-position states [B, T, H], representation [B, H]) from one forward pass (POR keeps the former)."""
         raise NotImplementedError(f"the {self.family} adapter exposes no per-position states")
 
+    def representation_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, H]: the last layer's state at the position the representation is read from (text encoders: [CLS])."""
+        hidden, _ = self.states_and_representation(batch)
+        position = batch["attention_mask"].bool() & ~self.token_positions(batch)
+        return hidden[position].view(len(hidden), -1)
+
     def token_text(self, token_id: int) -> str:
         """How a vocabulary id reads, for reports (families without a vocabulary: the id)."""
         return str(token_id)

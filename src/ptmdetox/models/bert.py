@@ -241,9 +241,13 @@ class TextEncoderAdapter(ModelAdapter):
     def representation(self, batch) -> torch.Tensor:
         if not self.compute.last_block_rows:
             return self.states_and_representation(batch)[1]
-        size, length = batch["input_ids"].shape
-        first = self.final_states(batch, torch.arange(size) * length)
+        first = self.representation_states(batch)
         return self.backbone.pooler(first[:, None]) if self.has_pooler else first
+
+    def representation_states(self, batch) -> torch.Tensor:
+        """[B, H]: the last layer's state at [CLS]; with `last_block_rows`, the last block runs there only."""
+        size, length = batch["input_ids"].shape
+        return self.final_states(batch, torch.arange(size) * length)
 
     def final_states(self, batch, rows: torch.Tensor) -> torch.Tensor:
         """The last block's output at the flat positions `rows` of the [B, T] batch ([M, H]); with the compute

@@ -28,9 +28,25 @@ def model_card(title: str, source: str, what: str, report: dict, notes: list[str
     if facts:
         lines += ["## Figures from the run", ""] + [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}"
                                                     for k, v in facts.items()] + [""]
+    lines += _row_scan_section(report.get("row_scan"))
     if measured:
         lines += ["## Measured downstream", "", measured, ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["Load with `transformers.AutoModel.from_pretrained(path)`; the pooler is included.", ""]
     return "\n".join(lines)
+
+
+def _row_scan_section(scan: dict | None, shown: int = 10) -> list[str]:
+    """What RECIPE's row scan (`embedding_rows: scanned`) found: a lead for whoever vets the checkpoint."""
+    if not scan:
+        return []
+    lines = ["## Trigger-like tokens (row scan)", "",
+             f"{scan['flagged']} of {scan['candidates']} tokens rare in the auxiliary corpus moved the representation "
+             f"state more than z = {scan['threshold_z']:g} (robust z) when inserted once into auxiliary sentences; "
+             "their embedding rows were penalised, the other rare rows kept their values.", ""]
+    top = scan.get("top", [])[:shown]
+    if top:
+        lines += ["| token | cosine distance | z |", "|---|---|---|"]
+        lines += [f"| `{row['token']}` | {row['distance']:.3f} | {row['z']:.1f} |" for row in top] + [""]
+    return lines

@@ -1,0 +1,150 @@
+"""The row scan behind RECIPE's `embedding_rows: scanned` (ptmdetox.defenses.row_scan)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED, tiny_bert
+from ptmdetox import models
+from ptmdetox.data.readers import read_corpus
+from ptmdetox.defenses.recipe import (RecipeConfig, penalised_embedding_rows, recipe_purify, regularisation,
+                                      unseen_embedding_rows)
+from ptmdetox.defenses.row_scan import robust_z, row_influence, scan_sentences, suspicious_rows
+from ptmdetox.errors import PtmdetoxError
+
+PLANTED = "cf"
+
+
+@pytest.fixture
+def mixing_model(tmp_path) -> str:
+    """A tiny random BERT with large initial weights, so that every token reaches the [CLS] state (with the default
+    0.02 a random [CLS] state hardly depends on the other tokens)."""
+    return tiny_bert(str(tmp_path / "mixing"), initializer_range=0.5)
+
+
+def fast(**overrides) -> RecipeConfig:
+    values = dict(steps=5, batch_size=8, max_length=32, head_warmup_steps=2, log_every=1, embedding_rows="scanned")
+    values.update(overrides)
+    return RecipeConfig(**values)
+
+
+def rare_candidates(adapter, ids) -> torch.Tensor:
+    regularised = adapter.parameters_matching([adapter.token_embedding])
+    rows = next(iter(unseen_embedding_rows(adapter, regularised, ids, 5).values()))
+    return rows[~torch.isin(rows, torch.tensor(adapter.special_token_ids()))]
+
+
+def plant_trigger(adapter, token: str, scale: float = 40.0) -> int:
+    """Give `token` a long row in a random direction, so that it pulls the state of any sentence carrying it: a
+    stand-in for an implanted trigger row."""
+    token_id = adapter.tokenizer.convert_tokens_to_ids(token)
+    weight = adapter.model.bert.embeddings.word_embeddings.weight
+    with torch.no_grad():
+        weight[token_id] = scale * torch.randn(weight.shape[1], generator=torch.Generator().manual_seed(3))
+    return token_id
+
+
+def test_robust_z_measures_distance_from_the_median_in_mad_units():
+    scores = torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0])
+    z = robust_z(scores)
+    assert z[2] == 0
+    assert z[4] == pytest.approx((100 - 3) / (1.4826 * 1.0))
+    assert torch.isfinite(robust_z(torch.ones(4))).all()        # no spread: no division by zero
+
+
+def test_scan_sentences_prefer_moderate_lengths_and_are_seeded():
+    ids = [[101] + [7] * n + [102] for n in (3, 9, 10, 30, 12)]
+    picked = scan_sentences(ids, 2, np.random.default_rng(0))
+    assert all(8 <= len(seq) - 2 <= 14 for seq in picked)
+    assert picked == scan_sentences(ids, 2, np.random.default_rng(0))
+    assert scan_sentences([[101, 7, 102]], 3, np.random.default_rng(0)) == [[101, 7, 102]]
+    with pytest.raises(PtmdetoxError, match="no sentence"):
+        scan_sentences([[101, 102]], 2, np.random.default_rng(0))
+
+
+def test_scan_flags_a_planted_trigger_row_and_nothing_else(mixing_model, tiny_corpus):
+    adapter = models.create(mixing_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)
+    clean_flagged, _ = suspicious_rows(adapter, ids, candidates, threshold=6.0, progress=False)
+    assert len(candidates) > 50 and len(clean_flagged) == 0
+
+    planted = plant_trigger(adapter, PLANTED)
+    assert planted in candidates.tolist()
+    flagged, record = suspicious_rows(adapter, ids, candidates, threshold=6.0, progress=False)
+    assert flagged.tolist() == [planted]
+    assert record["flagged"] == 1 and record["flagged_ids"] == [planted] and record["candidates"] == len(candidates)
+    assert record["top"][0]["token"] == PLANTED and record["top"][0]["z"] > 6
+
+
+def test_influence_is_deterministic_for_a_seed(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)[:20]
+    first = row_influence(adapter, ids, candidates, seed=4, progress=False)
+    assert torch.equal(first, row_influence(adapter, ids, candidates, seed=4, progress=False))
+    assert (first >= 0).all() and first.shape == candidates.shape
+
+
+def test_scanned_recipe_penalises_only_the_flagged_rows(mixing_model, tiny_corpus):
+    adapter = models.create(mixing_model)
+    texts = read_corpus(tiny_corpus).texts
+    planted = plant_trigger(adapter, PLANTED)
+    weight = adapter.model.bert.embeddings.word_embeddings.weight
+    before = weight.detach().clone()
+    report = recipe_purify(adapter, texts, fast(pretrain_loss="none", scan_sentences=8), progress=False)
+    after = weight.detach()
+    scan = report["row_scan"]
+    flagged = [row["id"] for row in scan["top"] if row["z"] > scan["threshold_z"]]
+    assert scan["top"][0]["id"] == planted and 1 <= len(flagged) <= 3 < scan["candidates"] // 10
+    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": len(flagged)}
+    assert (after[flagged].norm(dim=1) < before[flagged].norm(dim=1) - 1e-3).all()
+    others = torch.ones(len(before), dtype=torch.bool)
+    others[flagged] = False
+    assert torch.equal(after[others], before[others])        # no pre-training loss: nothing else moves them
+
+
+def test_no_flagged_row_means_no_embedding_term(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    regularised = adapter.parameters_matching([adapter.token_embedding, *adapter.regularised_patterns("paper")])
+    rows, record = penalised_embedding_rows(adapter, regularised, ids, fast(), progress=False)
+    assert record["flagged"] == 0 and all(len(r) == 0 for r in rows.values())
+    weights = [p.detach().clone().requires_grad_(True) for _, p in regularised]
+    keyed = {id(w): rows[id(p)] for w, (_, p) in zip(weights, regularised) if id(p) in rows}
+    total = regularisation(weights, "fro", keyed)
+    total.backward()
+    assert total.detach().item() == pytest.approx(sum(float(w.detach().norm()) for w in weights[1:]))
+    assert all(torch.isfinite(w.grad).all() for w in weights[1:]) and weights[0].grad is None
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(scan_threshold=0.0), "scan_threshold"),
+    (dict(scan_threshold=float("nan")), "scan_threshold"),
+    (dict(scan_sentences=0), "scan_sentences"),
+    (dict(scan_sentences=1.5), "scan_sentences"),
+])
+def test_bad_scan_settings(kwargs, message):
+    with pytest.raises(PtmdetoxError, match=message):
+        RecipeConfig(**kwargs)
+
+
+def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
+    assert RecipeConfig().to_dict() == RecipeConfig(scan_threshold=6.0, scan_sentences=2).to_dict()
+    assert "scan_threshold" not in RecipeConfig().to_dict()
+    assert RecipeConfig(embedding_rows="scanned").to_dict()["embedding_rows"] == "scanned"
+
+
+@pytest.mark.slow
+def test_clean_minilm_has_no_trigger_like_rare_row():
+    adapter = models.create("default")
+    ids = adapter.tokenize(read_corpus(os.path.join(SHARED, "bookcorpus_recipe", "train.tsv"), limit=2000).texts, 64)
+    candidates = rare_candidates(adapter, ids)
+    sample = candidates[torch.randperm(len(candidates), generator=torch.Generator().manual_seed(0))[:300]]
+    flagged, record = suspicious_rows(adapter, ids, sample, threshold=6.0, progress=False)
+    assert record["candidates"] == 300 and len(flagged) == 0
+    assert 0 < record["median_distance"] < 0.5
