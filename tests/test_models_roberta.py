@@ -90,6 +90,27 @@ def test_recipe_runs_and_shrinks_the_regularised_weights(tiny_roberta_model, tin
     assert all(p.requires_grad for p in adapter.model.parameters())
 
 
+def test_extended_recipe_penalises_only_the_rare_embedding_rows(tiny_roberta_model, tiny_corpus):
+    adapter = models.create(tiny_roberta_model)
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
+                           RecipeConfig(steps=2, batch_size=8, max_length=32), progress=False)
+    vocabulary = adapter.model.roberta.embeddings.word_embeddings.weight.shape[0]
+    assert 0 < report["penalised_embedding_rows"]["embeddings.word_embeddings.weight"] < vocabulary
+
+
+def test_row_scan_reads_the_first_token_state(tiny_roberta_model, tiny_corpus):
+    adapter = models.create(tiny_roberta_model)
+    batch = adapter.collate(adapter.tokenize(read_corpus(tiny_corpus).texts[:4], 32))
+    with torch.no_grad():
+        hidden, _ = adapter.encode(batch)
+        states = adapter.representation_states(batch)
+    torch.testing.assert_close(states, hidden[:, 0])
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
+                           RecipeConfig(steps=2, batch_size=8, max_length=32, embedding_rows="scanned"), progress=False)
+    assert report["row_scan"]["candidates"] > 0
+    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": report["row_scan"]["flagged"]}
+
+
 def test_headless_checkpoint_gets_a_warmed_up_head_and_keeps_it(tmp_path, tiny_corpus):
     adapter = models.create(tiny_roberta(str(tmp_path / "headless"), with_head=False))
     assert adapter.head_state == "fresh" and adapter.has_pooler

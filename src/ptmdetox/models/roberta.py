@@ -48,6 +48,7 @@ class RobertaAdapter(TextEncoderAdapter):
                            r"encoder\.layer\.\d+\.attention\.self\.query\.weight")
     # as for BERT: MLM cannot protect the pooler nor the embedding rows of tokens absent from the auxiliary text
     extended_regularised = default_regularised + (r"embeddings\.word_embeddings\.weight", r"pooler\.dense\.weight")
+    token_embedding = r"embeddings\.word_embeddings\.weight"
     default_trainable = "all"
     neuba_pretrain_weight = 0.01
 
