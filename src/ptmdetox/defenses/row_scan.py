@@ -5,8 +5,8 @@ trigger token once into ordinary text moves the state the representation is read
 than inserting an ordinary word does. The scan inserts each candidate token once, at a seeded random position, into
 a few short auxiliary sentences, and scores it by the mean cosine distance between that state with and without the
 token. Scores are compared on a robust z scale (median and 1.4826·MAD over all candidates), so the threshold does not
-depend on how stiff a model's representation is; on the clean MiniLM no candidate reaches z = 4, while POR's and
-BadPre's triggers sit above 100 (docs/results.md).
+depend on how stiff a model's representation is; on the clean MiniLM the highest of 25,354 rare tokens reaches
+z = 4.9, while POR's and BadPre's triggers sit above 130 (docs/results.md, issue 3).
 """
 
 from __future__ import annotations
