@@ -100,7 +100,7 @@ def test_scanned_recipe_penalises_only_the_flagged_rows(mixing_model, tiny_corpu
     after = weight.detach()
     scan = report["row_scan"]
     flagged = scan["flagged_ids"]
-    assert flagged == [row["id"] for row in scan["top"] if row["z"] > scan["threshold_z"]]
+    assert sorted(flagged) == sorted(row["id"] for row in scan["top"] if row["z"] > scan["threshold_z"])
     assert scan["top"][0]["id"] == planted and 1 <= len(flagged) <= 3 < scan["candidates"] // 10
     assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": len(flagged)}
     assert (after[flagged].norm(dim=1) < before[flagged].norm(dim=1) - 1e-3).all()
