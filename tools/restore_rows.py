@@ -2,7 +2,8 @@
 
 Copies into PURIFIED, from SOURCE (the model it was purified from), either the word-embedding rows RECIPE's penalty
 covered (`rows`: tokens rarer in the auxiliary corpus than the purification's --embedding-min-count, as its
-purification.json records, or with --embedding-rows scanned the rows its scan flagged) or the pooler weight (`pooler`), and saves the hybrid to OUT.
+purification.json records, or with --embedding-rows scanned the rows its scan flagged) or the pooler weight
+(`pooler`), and saves the hybrid to OUT.
 `pooler-reinit` instead draws a fresh pooler weight, N(0, 0.02) from torch seed 0 (SOURCE unused; bias kept). Fine-tuning
 the hybrid on a clean task measures the ACC those weights cost; its ASR means nothing (the backdoor comes back too).
 

@@ -74,9 +74,9 @@ def suspicious_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], candidat
     candidate, and a record of the scan (counts, the highest-scoring tokens, seconds)."""
     started = time.perf_counter()
     scores = row_influence(adapter, corpus_ids, candidates, sentences, seed, progress=progress)
-    z = robust_z(scores) if len(scores) else scores
-    flagged = candidates[z > threshold] if len(scores) else candidates[:0]
-    top = torch.argsort(z, descending=True)[:report_top] if len(scores) else []
+    z = robust_z(scores) if len(scores) else scores    # no candidates: nothing to rank
+    flagged = candidates[z > threshold]
+    top = torch.argsort(z, descending=True)[:report_top]
     record = {
         "candidates": int(len(candidates)),
         "flagged": int(len(flagged)),
