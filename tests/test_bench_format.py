@@ -101,6 +101,31 @@ def test_bad_defense_options_and_sweeps_are_one_line_errors(tmp_path, base):
         load_suite(no_values)
 
 
+def test_defense_defaults_fill_the_options_a_defense_has_and_leaves_unset(tmp_path, base):
+    path = write_suite(tmp_path, {
+        "clean": {},
+        "clean+recipe": {"from": "clean", "defense": {"method": "recipe"}},
+        "clean+recipe-all": {"from": "clean", "defense": {"method": "recipe", "embedding_rows": "all"}},
+        "clean+only-reg": {"from": "clean", "defense": {"method": "recipe-only-reg"}},
+        "clean+reinit": {"from": "clean", "defense": {"method": "reinit"}},
+    }, defense_defaults={"embedding_rows": "unseen"}, **base)
+    models = load_suite(path)["models"]
+    assert models["clean+recipe"]["defense"] == {"method": "recipe", "embedding_rows": "unseen"}
+    assert models["clean+recipe-all"]["defense"]["embedding_rows"] == "all"
+    assert models["clean+only-reg"]["defense"]["embedding_rows"] == "unseen"
+    assert models["clean+reinit"]["defense"] == {"method": "reinit"}
+    assert models["clean"] == {}
+    assert _resolved_chain(load_suite(path), "clean+recipe")[-1]["config"]["embedding_rows"] == "unseen"
+
+
+def test_malformed_defense_defaults_are_one_line_errors(tmp_path, base):
+    with pytest.raises(PtmdetoxError, match="'defense_defaults' must be a mapping"):
+        load_suite(write_suite(tmp_path, {"clean": {}}, defense_defaults=["unseen"], **base))
+    unknown = write_suite(tmp_path, {"x": {"defense": {"method": "prune-all"}}}, defense_defaults={"lam": 1}, **base)
+    with pytest.raises(PtmdetoxError, match="^suite model 'x': unknown defense 'prune-all'"):
+        load_suite(unknown)
+
+
 BENCH_FOLDER = os.path.join(os.path.dirname(__file__), "..", "bench")
 SHIPPED_SUITES = sorted(name.removesuffix(".yaml") for name in os.listdir(BENCH_FOLDER) if name.endswith(".yaml"))
 

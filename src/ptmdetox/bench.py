@@ -10,6 +10,8 @@ the floor of every trigger set). `sweep: {param: P, values: [...]}` expands a mo
 attack/defense option P (e.g. lam, steps, corpus_limit) or of `aux`, named `NAME[P=value]`. `snapshots: [n, ...]` on
 a RECIPE model saves it after those steps of its one run: each snapshot is a model `NAME[step=n]`, and the
 dynamics plot runs from the model it purifies (step 0) through the snapshots to NAME itself (the final model).
+`defense_defaults: {option: value}` gives every defense step that has the option and does not set it that value
+(a suite measured before a default changed pins the old value and keeps its cache keys).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def load_suite(name: str, quick: bool = False, mode: str | None = None) -> dict:
     if not isinstance(suite["models"], dict) or not isinstance(suite["tasks"], dict):
         raise PtmdetoxError(f"{path}: 'models' and 'tasks' must be mappings")
     suite["_path"] = path
+    suite["models"] = _with_defense_defaults(suite["models"], suite.pop("defense_defaults", None) or {})
     suite["models"], suite["_sweeps"] = _expand_sweeps(suite["models"])
     suite["models"], dynamics = _expand_snapshots(suite["models"])
     suite["_sweeps"].update(dynamics)
@@ -87,6 +90,28 @@ def _set_mode(suite: dict, mode: str) -> None:
             config_class = attacks.lookup(method)[0] if kind == "attack" else defenses.create(method)[0]
             if "mode" in {f.name for f in fields(config_class)}:
                 spec[kind] = {**step, "mode": mode}
+
+
+def _with_defense_defaults(specs: dict, defaults: dict) -> dict:
+    """Every defense step with the suite's `defense_defaults` for the options its method has and it does not set.
+
+    A suite measured before a default changed names the old value here, so its models keep their cache keys.
+    """
+    if not isinstance(defaults, dict):
+        raise PtmdetoxError("suite: 'defense_defaults' must be a mapping of settings")
+    if not defaults:
+        return specs
+    out = {}
+    for name, spec in specs.items():
+        step = (spec or {}).get("defense")
+        if isinstance(step, dict):
+            try:
+                options = {f.name for f in fields(defenses.create(step.get("method", "recipe"))[0])}
+            except PtmdetoxError as exc:
+                raise PtmdetoxError(f"suite model '{name}': {exc}") from None
+            spec = {**spec, "defense": {**{k: v for k, v in defaults.items() if k in options}, **step}}
+        out[name] = spec
+    return out
 
 
 def _drop(suite: dict, names: list[str]) -> None:
