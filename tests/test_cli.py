@@ -197,12 +197,14 @@ def test_purify_can_reinitialise_the_pooler_and_says_so_in_the_model_card(tmp_pa
 def test_purify_with_scanned_rows_records_the_scan_and_shows_it_in_the_model_card(tmp_path, tiny_model, tiny_corpus):
     out = tmp_path / "purified"
     assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
-                 *FAST_PURIFY, "--quiet", "--embedding-rows", "scanned", "--scan-threshold", "4.5"]) == 0
+                 *FAST_PURIFY, "--quiet", "--embedding-rows", "scanned", "--scan-threshold", "4.5",
+                 "--scan-candidates", "all"]) == 0
     report = json.loads((out / "purification.json").read_text(encoding="utf-8"))
     assert (report["config"]["embedding_rows"], report["config"]["scan_threshold"]) == ("scanned", 4.5)
+    assert report["config"]["scan_candidates"] == report["row_scan"]["candidate_set"] == "all"
     scan = report["row_scan"]
     assert scan["candidates"] > 50 and scan["flagged"] == len(scan["flagged_ids"])
     assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": scan["flagged"]}
     card = (out / "README.md").read_text(encoding="utf-8")
-    assert f"{scan['flagged']} of {scan['candidates']} tokens rare in the auxiliary corpus" in card
+    assert f"{scan['flagged']} of {scan['candidates']} tokens of the vocabulary" in card
     assert f"| `{scan['top'][0]['token']}` |" in card

@@ -91,6 +91,8 @@ def test_model_card_lists_what_the_row_scan_flagged():
     assert "2 of 900 tokens rare in the auxiliary corpus" in card and "z = 6 " in card
     assert "| `cf` | 0.980 | 130.2 |" in card and "| `w3` | 0.050 | 1.1 |" in card
     assert "row scan" not in model_card("Purified", "some/model", "what", {}, [])
+    every = model_card("Purified", "some/model", "what", {"row_scan": {**scan, "candidate_set": "all"}}, [])
+    assert "2 of 900 tokens of the vocabulary" in every
 
 
 def test_results_table_with_floor():

@@ -81,6 +81,28 @@ def test_scan_flags_a_planted_trigger_row_and_nothing_else(mixing_model, tiny_co
     assert record["top"][0]["token"] == PLANTED and record["top"][0]["z"] > 6
 
 
+def test_scanning_every_token_flags_a_trigger_made_of_a_frequent_word(mixing_model, tiny_corpus):
+    adapter = models.create(mixing_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    counts = torch.bincount(torch.tensor([token for seq in ids for token in seq]))
+    counts[adapter.special_token_ids()] = 0
+    least_frequent = torch.where(counts >= RecipeConfig().embedding_min_count, counts, counts.max() + 1).argmin()
+    planted = plant_trigger(adapter, adapter.tokenizer.convert_ids_to_tokens(int(least_frequent)))
+    assert counts[planted] >= RecipeConfig().embedding_min_count        # not a rare row: the default scan skips it
+    regularised = adapter.parameters_matching([adapter.token_embedding])
+
+    rare_rows, rare_scan = penalised_embedding_rows(adapter, regularised, ids, fast(), progress=False)
+    assert planted not in next(iter(rare_rows.values())).tolist() and rare_scan["candidate_set"] == "rare"
+
+    config = fast(scan_candidates="all", scan_sentences=8)
+    rows, scan = penalised_embedding_rows(adapter, regularised, ids, config, progress=False)
+    flagged = next(iter(rows.values())).tolist()
+    vocabulary = adapter.model.bert.embeddings.word_embeddings.weight.shape[0]
+    assert scan["candidate_set"] == "all" and scan["candidates"] == vocabulary - len(adapter.special_token_ids())
+    assert scan["top"][0]["id"] == planted and planted in flagged and len(flagged) <= 3
+    assert sorted(flagged) == sorted(scan["flagged_ids"])
+
+
 def test_influence_is_deterministic_for_a_seed(tiny_model, tiny_corpus):
     adapter = models.create(tiny_model)
     ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
@@ -128,6 +150,7 @@ def test_no_flagged_row_means_no_embedding_term(tiny_model, tiny_corpus):
     (dict(scan_threshold=float("nan")), "scan_threshold"),
     (dict(scan_sentences=0), "scan_sentences"),
     (dict(scan_sentences=1.5), "scan_sentences"),
+    (dict(scan_candidates="frequent"), "unknown scan_candidates 'frequent'"),
 ])
 def test_bad_scan_settings(kwargs, message):
     with pytest.raises(PtmdetoxError, match=message):
@@ -138,6 +161,8 @@ def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
     assert RecipeConfig().to_dict() == RecipeConfig(scan_threshold=6.0, scan_sentences=2).to_dict()
     assert "scan_threshold" not in RecipeConfig().to_dict()
     assert RecipeConfig(embedding_rows="scanned").to_dict()["embedding_rows"] == "scanned"
+    assert "scan_candidates" not in RecipeConfig(embedding_rows="scanned").to_dict()
+    assert RecipeConfig(embedding_rows="scanned", scan_candidates="all").to_dict()["scan_candidates"] == "all"
 
 
 @pytest.mark.slow

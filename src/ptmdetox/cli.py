@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--scan-threshold", type=float, metavar="Z",
                         help="with --embedding-rows scanned: robust z-score above which a rare token's row is "
                              "penalised (default 6)")
+    recipe.add_argument("--scan-candidates", choices=["rare", "all"],
+                        help="with --embedding-rows scanned: the tokens the scan tries, those rare in the auxiliary "
+                             "corpus (default) or every token (also catches triggers made of frequent words, such as "
+                             "phrases; ≈ 20 %% slower scan)")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "
@@ -448,7 +452,7 @@ def run(args) -> int:
                         trainable=tuple(trainable) if isinstance(trainable, list) else trainable,
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
                         embedding_rows=args.embedding_rows, embedding_min_count=args.embedding_min_count,
-                        scan_threshold=args.scan_threshold,
+                        scan_threshold=args.scan_threshold, scan_candidates=args.scan_candidates,
                         representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,

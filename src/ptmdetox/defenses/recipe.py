@@ -13,7 +13,8 @@ Two presets:
 Which token-embedding rows the penalty covers (`embedding_rows`): "unseen" (default) takes every row of a token rare
 in the auxiliary corpus, where rare-token triggers live but so do rare task words; "scanned" takes only those of them
 whose token, inserted once into auxiliary sentences, moves the [CLS] state like a trigger (defenses.row_scan), and
-leaves the other rare rows as they were.
+leaves the other rare rows as they were; with `scan_candidates="all"` the scan tries every token, so that frequent
+words a trigger is made of (a phrase's) are caught too.
 
 Option `pretrain_loss="mlm+keep"` adds a "keep" term: keep_weight × MSE between the model's and the frozen starting
 model's last hidden states on the same auxiliary batch, which holds the clean behaviour in place while the penalty
@@ -51,6 +52,7 @@ PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
 MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen", "scanned")
+SCAN_CANDIDATES = ("rare", "all")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
@@ -72,6 +74,10 @@ class RecipeConfig:
     # other rare rows, where rare task words live, keep their pre-trained values
     scan_threshold: float = 6.0
     scan_sentences: int = 2
+    # the tokens the scan tries: "rare" (the rows above) or "all" (every token but the special ones: a trigger made
+    # of frequent words, such as a phrase, reaches the representation through their rows too); flagged rows are
+    # penalised whichever set they come from
+    scan_candidates: str = "rare"
     # the module between the last block and the representation (BERT's pooler): "decay" leaves it as the penalty left
     # it (about zero when regularised: no pre-training loss reaches it); "reinit" gives it a fresh, seeded
     # initialisation after purification, so that fine-tuning starts from a normal pooler that carries nothing
@@ -104,7 +110,7 @@ class RecipeConfig:
     #: options that came after cached results existed: left out of `to_dict` at these values (compute.config_dict);
     #: a value here that is no longer the default (embedding_min_count 1) keeps the key of results made with it
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
-                                      "scan_threshold": 6.0, "scan_sentences": 2,
+                                      "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
                                       "representation_head": "decay", "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
@@ -130,6 +136,9 @@ class RecipeConfig:
         if isinstance(self.embedding_min_count, bool) or not isinstance(self.embedding_min_count, int) \
                 or self.embedding_min_count < 1:
             raise PtmdetoxError(f"embedding_min_count must be an integer ≥ 1, got {self.embedding_min_count!r}")
+        if self.scan_candidates not in SCAN_CANDIDATES:
+            raise PtmdetoxError(f"unknown scan_candidates '{self.scan_candidates}' "
+                                f"(choose from {', '.join(SCAN_CANDIDATES)})")
         if not self.scan_threshold > 0:
             raise PtmdetoxError(f"scan_threshold must be positive, got {self.scan_threshold!r}")
         if isinstance(self.scan_sentences, bool) or not isinstance(self.scan_sentences, int) \
@@ -227,11 +236,14 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
     rare = unseen_embedding_rows(adapter, regularised, corpus_ids, config.embedding_min_count)
     if config.embedding_rows == "unseen" or not rare:
         return rare, None
-    candidates = next(iter(rare.values()))
+    if config.scan_candidates == "rare":
+        candidates = next(iter(rare.values()))
+    else:
+        candidates = torch.arange(next(p for _, p in regularised if id(p) in rare).shape[0])
     candidates = candidates[~torch.isin(candidates, torch.as_tensor(adapter.special_token_ids(), dtype=torch.long))]
     flagged, record = suspicious_rows(adapter, corpus_ids, candidates, config.scan_threshold, config.scan_sentences,
                                       seed=config.seed, progress=progress)
-    return {key: flagged for key in rare}, record
+    return {key: flagged for key in rare}, {"candidate_set": config.scan_candidates, **record}
 
 
 def select_parameters(adapter: ModelAdapter, config: RecipeConfig):

@@ -41,10 +41,11 @@ def _row_scan_section(scan: dict | None, shown: int = 10) -> list[str]:
     """What RECIPE's row scan (`embedding_rows: scanned`) found: a lead for whoever vets the checkpoint."""
     if not scan:
         return []
+    tried = "tokens of the vocabulary" if scan.get("candidate_set") == "all" else "tokens rare in the auxiliary corpus"
     lines = ["## Trigger-like tokens (row scan)", "",
-             f"{scan['flagged']} of {scan['candidates']} tokens rare in the auxiliary corpus moved the representation "
-             f"state more than z = {scan['threshold_z']:g} (robust z) when inserted once into auxiliary sentences; "
-             "their embedding rows were penalised, the other rare rows kept their values.", ""]
+             f"{scan['flagged']} of {scan['candidates']} {tried} moved the representation state more than "
+             f"z = {scan['threshold_z']:g} (robust z) when inserted once into auxiliary sentences; their embedding "
+             "rows were penalised, the other rows were not.", ""]
     top = scan.get("top", [])[:shown]
     if top:
         lines += ["| token | cosine distance | z |", "|---|---|---|"]
