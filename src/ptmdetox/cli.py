@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --embedding-rows unseen or scanned: tokens seen fewer than N times in the auxiliary "
                              "corpus count as rare (default 5)")
     recipe.add_argument("--scan-threshold", type=float, metavar="Z",
-                        help="with --embedding-rows scanned: robust z-score above which a rare token's row is "
+                        help="with --embedding-rows scanned: robust z-score above which a scanned token's row is "
                              "penalised (default 6)")
     recipe.add_argument("--scan-candidates", choices=["rare", "all"],
                         help="with --embedding-rows scanned: the tokens the scan tries, those rare in the auxiliary "

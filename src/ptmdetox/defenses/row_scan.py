@@ -6,7 +6,9 @@ than inserting an ordinary word does. The scan inserts each candidate token once
 a few short auxiliary sentences, and scores it by the mean cosine distance between that state with and without the
 token. Scores are compared on a robust z scale (median and 1.4826·MAD over all candidates), so the threshold does not
 depend on how stiff a model's representation is; on the clean MiniLM the highest of 25,354 rare tokens reaches
-z = 4.9, while POR's and BadPre's triggers sit above 130 (docs/results.md, issue 3).
+z = 4.9, while POR's and BadPre's triggers sit above 130 (docs/results.md, issue 3). The candidates are the rare
+tokens, or with RECIPE's `scan_candidates="all"` every token, which also ranks the frequent words a phrase trigger
+is made of.
 """
 
 from __future__ import annotations
