@@ -77,6 +77,13 @@ def load_suite(name: str, quick: bool = False, mode: str | None = None) -> dict:
     return suite
 
 
+def _options(kind: str, step: dict) -> set[str]:
+    """The option names of an attack or defense step's config class (its method, or the kind's default method)."""
+    method = step.get("method", "neuba" if kind == "attack" else "recipe")
+    config_class = attacks.lookup(method)[0] if kind == "attack" else defenses.create(method)[0]
+    return {f.name for f in fields(config_class)}
+
+
 def _set_mode(suite: dict, mode: str) -> None:
     """Run every step that has a compute mode (ptmdetox.compute) in `mode`: the suite's before/after wall time."""
     check_mode(mode)
@@ -86,9 +93,7 @@ def _set_mode(suite: dict, mode: str) -> None:
             step = (spec or {}).get(kind)
             if not isinstance(step, dict):
                 continue
-            method = step.get("method", "neuba" if kind == "attack" else "recipe")
-            config_class = attacks.lookup(method)[0] if kind == "attack" else defenses.create(method)[0]
-            if "mode" in {f.name for f in fields(config_class)}:
+            if "mode" in _options(kind, step):
                 spec[kind] = {**step, "mode": mode}
 
 
@@ -106,7 +111,7 @@ def _with_defense_defaults(specs: dict, defaults: dict) -> dict:
         step = (spec or {}).get("defense")
         if isinstance(step, dict):
             try:
-                options = {f.name for f in fields(defenses.create(step.get("method", "recipe"))[0])}
+                options = _options("defense", step)
             except PtmdetoxError as exc:
                 raise PtmdetoxError(f"suite model '{name}': {exc}") from None
             spec = {**spec, "defense": {**{k: v for k, v in defaults.items() if k in options}, **step}}
@@ -197,7 +202,7 @@ def _with_snapshot_steps(name: str, spec: dict) -> tuple[dict, int]:
         raise PtmdetoxError(f"{where}: snapshots are taken along a defense run (give 'defense')")
     defense = {**(spec["defense"] or {}), "snapshot_steps": spec["snapshots"]}
     method = defense.get("method", "recipe")
-    if "snapshot_steps" not in {f.name for f in fields(defenses.create(method)[0])}:
+    if "snapshot_steps" not in _options("defense", defense):
         raise PtmdetoxError(f"{where}: defense '{method}' takes no snapshots (RECIPE and its ablations do)")
     try:
         config = _config({"defense": defense})[1]
