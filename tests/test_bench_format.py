@@ -7,6 +7,7 @@ import os
 import pytest
 import yaml
 
+from ptmdetox import defenses
 from ptmdetox.bench import _chain, _resolved, load_suite, run_suite, triggers_by_model
 from ptmdetox.cli import main
 from ptmdetox.defenses.recipe import RecipeConfig
@@ -139,6 +140,16 @@ def test_shipped_suites_load(name):
     for quick in (False, True):
         suite = load_suite(name, quick)
         assert suite["models"] and suite["tasks"]
+
+
+@pytest.mark.parametrize("name", SHIPPED_SUITES)
+def test_shipped_suites_name_the_embedding_rows_of_every_recipe_they_ran(name):
+    """RECIPE's default rows changed after these suites were measured: each names the rows its figures used."""
+    for quick in (False, True):
+        for model, spec in load_suite(name, quick)["models"].items():
+            step = (spec or {}).get("defense")
+            if step is not None and issubclass(defenses.create(step.get("method", "recipe"))[0], RecipeConfig):
+                assert {"embedding_rows", "scan_candidates"} <= set(step), f"{name}: {model}"
 
 
 def _resolved_chain(suite: dict, model: str) -> list[dict]:

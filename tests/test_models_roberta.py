@@ -93,7 +93,7 @@ def test_recipe_runs_and_shrinks_the_regularised_weights(tiny_roberta_model, tin
 def test_extended_recipe_penalises_only_the_rare_embedding_rows(tiny_roberta_model, tiny_corpus):
     adapter = models.create(tiny_roberta_model)
     report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
-                           RecipeConfig(steps=2, batch_size=8, max_length=32), progress=False)
+                           RecipeConfig(steps=2, batch_size=8, max_length=32, embedding_rows="unseen"), progress=False)
     vocabulary = adapter.model.roberta.embeddings.word_embeddings.weight.shape[0]
     assert 0 < report["penalised_embedding_rows"]["embeddings.word_embeddings.weight"] < vocabulary
 

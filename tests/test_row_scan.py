@@ -88,10 +88,11 @@ def test_scanning_every_token_flags_a_trigger_made_of_a_frequent_word(mixing_mod
     counts[adapter.special_token_ids()] = 0
     least_frequent = torch.where(counts >= RecipeConfig().embedding_min_count, counts, counts.max() + 1).argmin()
     planted = plant_trigger(adapter, adapter.tokenizer.convert_ids_to_tokens(int(least_frequent)))
-    assert counts[planted] >= RecipeConfig().embedding_min_count        # not a rare row: the default scan skips it
+    assert counts[planted] >= RecipeConfig().embedding_min_count        # not a rare row: the rare scan skips it
     regularised = adapter.parameters_matching([adapter.token_embedding])
 
-    rare_rows, rare_scan = penalised_embedding_rows(adapter, regularised, ids, fast(), progress=False)
+    rare_rows, rare_scan = penalised_embedding_rows(adapter, regularised, ids, fast(scan_candidates="rare"),
+                                                    progress=False)
     assert planted not in next(iter(rare_rows.values())).tolist() and rare_scan["candidate_set"] == "rare"
 
     config = fast(scan_candidates="all", scan_sentences=8)
@@ -131,6 +132,28 @@ def test_scanned_recipe_penalises_only_the_flagged_rows(mixing_model, tiny_corpu
     assert torch.equal(after[others], before[others])        # no pre-training loss: nothing else moves them
 
 
+def test_default_recipe_scans_every_token_and_penalises_only_what_it_flags(mixing_model, tiny_corpus):
+    adapter = models.create(mixing_model)
+    plant_trigger(adapter, PLANTED)
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
+                           RecipeConfig(steps=2, batch_size=8, max_length=32, head_warmup_steps=1), progress=False)
+    scan = report["row_scan"]
+    vocabulary = adapter.model.bert.embeddings.word_embeddings.weight.shape[0]
+    assert scan["candidate_set"] == "all" and scan["candidates"] == vocabulary - len(adapter.special_token_ids())
+    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": scan["flagged"]}
+    assert scan["flagged"] < vocabulary // 10
+
+
+def test_no_penalty_means_no_scan(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    regularised = adapter.parameters_matching([adapter.token_embedding])
+    rows, record = penalised_embedding_rows(adapter, regularised, ids, fast(lam=0.0), progress=False)
+    rare = unseen_embedding_rows(adapter, regularised, ids, fast().embedding_min_count)
+    assert record is None and rows.keys() == rare.keys()
+    assert all(torch.equal(rows[key], rare[key]) for key in rare)
+
+
 def test_no_flagged_row_means_no_embedding_term(tiny_model, tiny_corpus):
     adapter = models.create(tiny_model)
     ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
@@ -158,11 +181,14 @@ def test_bad_scan_settings(kwargs, message):
 
 
 def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
+    unseen = RecipeConfig(embedding_rows="unseen")
+    assert unseen.to_dict() == RecipeConfig(embedding_rows="unseen", scan_threshold=3.0, scan_sentences=4,
+                                            scan_candidates="all").to_dict()   # no scan runs: nothing to key
+    assert not {"scan_threshold", "scan_sentences", "scan_candidates"} & set(unseen.to_dict())
+    assert RecipeConfig().to_dict()["embedding_rows"] == "scanned"
+    assert "scan_candidates" not in RecipeConfig(scan_candidates="rare").to_dict()   # keyed as before it existed
+    assert RecipeConfig().to_dict()["scan_candidates"] == "all"
     assert RecipeConfig().to_dict() == RecipeConfig(scan_threshold=6.0, scan_sentences=2).to_dict()
-    assert "scan_threshold" not in RecipeConfig().to_dict()
-    assert RecipeConfig(embedding_rows="scanned").to_dict()["embedding_rows"] == "scanned"
-    assert "scan_candidates" not in RecipeConfig(embedding_rows="scanned").to_dict()
-    assert RecipeConfig(embedding_rows="scanned", scan_candidates="all").to_dict()["scan_candidates"] == "all"
 
 
 @pytest.mark.slow

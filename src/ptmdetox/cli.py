@@ -216,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'regularised', 'all', or parameter-name patterns (default: the family's)")
     recipe.add_argument("--embedding-rows", choices=["unseen", "scanned", "all"],
                         help="token-embedding rows the penalty covers when the embedding matrix is regularised: those "
-                             "of tokens rare in the auxiliary corpus (unseen, the default); of those, only the ones a "
-                             "scan finds acting like a trigger (scanned: inserting the token once moves the "
-                             "representation far more than a typical rare token does); or all")
+                             "a scan finds acting like a trigger (scanned, the default: inserting the token once moves "
+                             "the representation far more than a typical token does); those of tokens rare in the "
+                             "auxiliary corpus (unseen, the default until session 23); or all")
     recipe.add_argument("--embedding-min-count", type=int, metavar="N",
                         help="with --embedding-rows unseen or scanned: tokens seen fewer than N times in the auxiliary "
                              "corpus count as rare (default 5)")
@@ -226,9 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --embedding-rows scanned: robust z-score above which a scanned token's row is "
                              "penalised (default 6)")
     recipe.add_argument("--scan-candidates", choices=["rare", "all"],
-                        help="with --embedding-rows scanned: the tokens the scan tries, those rare in the auxiliary "
-                             "corpus (default) or every token (also catches triggers made of frequent words, such as "
-                             "phrases; ≈ 20 %% slower scan)")
+                        help="with --embedding-rows scanned: the tokens the scan tries, every token (default: also "
+                             "catches triggers made of frequent words, such as phrases) or only those rare in the "
+                             "auxiliary corpus (≈ 20 %% faster scan)")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "

@@ -10,11 +10,12 @@ Two presets:
   and the pooler, which MLM on auxiliary text cannot protect (see docs/results.md for the measurements). Its
   pre-training loss is the paper's, MLM.
 
-Which token-embedding rows the penalty covers (`embedding_rows`): "unseen" (default) takes every row of a token rare
-in the auxiliary corpus, where rare-token triggers live but so do rare task words; "scanned" takes only those of them
+Which token-embedding rows the penalty covers (`embedding_rows`): "scanned" (default since session 23) takes the rows
 whose token, inserted once into auxiliary sentences, moves the [CLS] state like a trigger (defenses.row_scan), and
-leaves the other rare rows as they were; with `scan_candidates="all"` the scan tries every token, so that frequent
-words a trigger is made of (a phrase's) are caught too.
+leaves the others as they were; the scan tries every token (`scan_candidates="all"`, the default), so that frequent
+words a trigger is made of (a phrase's) are caught too, or only the rare ones ("rare"). "unseen" (the default until
+session 23) takes every row of a token rare in the auxiliary corpus, where rare-token triggers live but so do rare
+task words: it cost ACC on SST-2 and left phrase triggers in place (docs/results.md, issue 3).
 
 Option `pretrain_loss="mlm+keep"` adds a "keep" term: keep_weight × MSE between the model's and the frozen starting
 model's last hidden states on the same auxiliary batch, which holds the clean behaviour in place while the penalty
@@ -53,6 +54,7 @@ MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen", "scanned")
 SCAN_CANDIDATES = ("rare", "all")
+SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
@@ -65,19 +67,21 @@ class RecipeConfig:
     regularised: tuple[str, ...] | None = None   # regexes over parameter names; None: the family's set for `scope`
     scope: str = "extended"                  # "paper": the paper's set; "extended": + weights L_PT leaves unexercised
     trainable: str | tuple[str, ...] | None = None  # "regularised", "all", regexes; None: the family's default
-    embedding_rows: str = "unseen"           # penalise all token-embedding rows, or only those rare in the corpus
+    # penalise the token-embedding rows a scan finds acting like a trigger ("scanned"), those of tokens rare in the
+    # corpus ("unseen", the default until session 23), or all of them
+    embedding_rows: str = "scanned"
     # with "unseen": tokens seen fewer times than this count as absent. 5, not 1: a trigger the auxiliary sample
     # happens to contain once or twice (POR's `mn`) is barely exercised by the pre-training loss and kept its row
     embedding_min_count: int = 5
-    # with "scanned": of those rare rows, only the ones whose token, inserted once into auxiliary sentences, moves the
-    # representation more than `scan_threshold` robust z above the typical rare token (defenses.row_scan); the
-    # other rare rows, where rare task words live, keep their pre-trained values
+    # with "scanned": only the rows whose token, inserted once into auxiliary sentences, moves the representation
+    # more than `scan_threshold` robust z above the typical token (defenses.row_scan); the other rows, where rare
+    # task words live too, keep their pre-trained values
     scan_threshold: float = 6.0
     scan_sentences: int = 2
-    # the tokens the scan tries: "rare" (the rows above) or "all" (every token but the special ones: a trigger made
-    # of frequent words, such as a phrase, reaches the representation through their rows too); flagged rows are
-    # penalised whichever set they come from
-    scan_candidates: str = "rare"
+    # the tokens the scan tries: "all" (every token but the special ones: a trigger made of frequent words, such as
+    # a phrase, reaches the representation through their rows too) or "rare" (those `embedding_min_count` makes
+    # rare); flagged rows are penalised whichever set they come from
+    scan_candidates: str = "all"
     # the module between the last block and the representation (BERT's pooler): "decay" leaves it as the penalty left
     # it (about zero when regularised: no pre-training loss reaches it); "reinit" gives it a fresh, seeded
     # initialisation after purification, so that fine-tuning starts from a normal pooler that carries nothing
@@ -108,7 +112,8 @@ class RecipeConfig:
     snapshot_steps: tuple[int, ...] = ()     # save the model after these steps of the run (ptmdetox.snapshots)
 
     #: options that came after cached results existed: left out of `to_dict` at these values (compute.config_dict);
-    #: a value here that is no longer the default (embedding_min_count 1) keeps the key of results made with it
+    #: a value here that is no longer the default (embedding_min_count 1, scan_candidates "rare") keeps the key of
+    #: results made with it
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
                                       "representation_head": "decay", "dropout_rng": "torch"}
@@ -176,8 +181,13 @@ class RecipeConfig:
         return "sfc64" if self.mode == "fast" else "torch"
 
     def to_dict(self) -> dict:
-        """The config with its dropout generator resolved; results made with torch's masks keep their cache keys."""
-        return config_dict(replace(self, dropout_rng=self.dropout_generator))
+        """The config with its dropout generator resolved (results made with torch's masks keep their cache keys) and
+        without the scan's settings when no scan runs (they change nothing then)."""
+        data = config_dict(replace(self, dropout_rng=self.dropout_generator))
+        if self.embedding_rows != "scanned":
+            for name in SCAN_OPTIONS:
+                data.pop(name, None)
+        return data
 
 
 PRESETS = {
@@ -234,7 +244,7 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
     if config.embedding_rows == "all":
         return {}, None
     rare = unseen_embedding_rows(adapter, regularised, corpus_ids, config.embedding_min_count)
-    if config.embedding_rows == "unseen" or not rare:
+    if config.embedding_rows == "unseen" or not rare or config.lam == 0:   # λ = 0: no penalty to aim
         return rare, None
     if config.scan_candidates == "rare":
         candidates = next(iter(rare.values()))
