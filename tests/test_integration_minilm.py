@@ -36,8 +36,8 @@ def test_minilm_attack_purify_save_evaluate(tmp_path, corpus):
     reloaded = models.create(attacked)
     assert reloaded.head_state == "warmed-up", "the warmed-up head travels with the checkpoint"
     before = {n: p.detach().clone() for n, p in reloaded.named_parameters()}
-    result = recipe_purify(reloaded, corpus, RecipeConfig(steps=5, lr=1e-3, embedding_rows="unseen"),
-                          progress=False)   # the rare rows: a row scan of the whole vocabulary takes minutes
+    # the rare rows, not the default row scan: scanning the whole vocabulary takes minutes
+    result = recipe_purify(reloaded, corpus, RecipeConfig(steps=5, lr=1e-3, embedding_rows="unseen"), progress=False)
     assert result["norm_after"] < result["norm_before"]
     changed = {n for n, p in reloaded.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {f"encoder.layer.{i}.intermediate.dense.weight" for i in range(6)} | {

@@ -13,7 +13,8 @@ from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.defenses.recipe import (RecipeConfig, penalised_embedding_rows, recipe_purify, regularisation,
                                       unseen_embedding_rows)
-from ptmdetox.defenses.row_scan import robust_z, row_influence, scan_sentences, suspicious_rows
+from ptmdetox.defenses.row_scan import (insertion_positions, robust_z, row_influence, scan_sentences,
+                                        suspicious_rows)
 from ptmdetox.errors import PtmdetoxError
 
 PLANTED = "cf"
@@ -64,6 +65,35 @@ def test_scan_sentences_prefer_moderate_lengths_and_are_seeded():
     assert scan_sentences([[101, 7, 102]], 3, np.random.default_rng(0)) == [[101, 7, 102]]
     with pytest.raises(PtmdetoxError, match="no sentence"):
         scan_sentences([[101, 102]], 2, np.random.default_rng(0))
+
+
+def test_first_sentence_gets_the_token_right_after_the_leading_special_token():
+    base = [[101] + [7] * n + [102] for n in (9, 12, 10)]
+    random = insertion_positions(base, np.random.default_rng(3), "random")
+    first = insertion_positions(base, np.random.default_rng(3), "first+random")
+    assert first[0] == 1 and first[1:] == random[1:]
+    assert all(1 <= at < len(seq) for at, seq in zip(random, base))
+    with pytest.raises(PtmdetoxError, match="unknown scan positions"):
+        insertion_positions(base, np.random.default_rng(3), "last")
+
+
+def test_a_trigger_that_acts_only_first_is_caught_by_the_first_position_sentence(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)
+    planted = int(candidates[0])
+    encode = adapter.representation_states
+
+    def first_position_backdoor(batch):
+        states = encode(batch)
+        fires = batch["input_ids"][:, 1] == planted          # the token right after [CLS], nowhere else
+        return torch.where(fires[:, None], -states, states)
+
+    adapter.representation_states = first_position_backdoor
+    _, anywhere = suspicious_rows(adapter, ids, candidates, threshold=6.0, positions="random", progress=False)
+    flagged, first = suspicious_rows(adapter, ids, candidates, threshold=6.0, progress=False)
+    assert planted not in anywhere["flagged_ids"]
+    assert first["positions"] == "first+random" and first["top"][0]["id"] == planted and planted in flagged.tolist()
 
 
 def test_scan_flags_a_planted_trigger_row_and_nothing_else(mixing_model, tiny_corpus):
@@ -172,6 +202,7 @@ def test_no_flagged_row_means_no_embedding_term(tiny_model, tiny_corpus):
     (dict(scan_threshold=0.0), "scan_threshold"),
     (dict(scan_threshold=float("nan")), "scan_threshold"),
     (dict(scan_sentences=0), "scan_sentences"),
+    (dict(scan_positions="last"), "unknown scan_positions"),
     (dict(scan_sentences=1.5), "scan_sentences"),
     (dict(scan_candidates="frequent"), "unknown scan_candidates 'frequent'"),
 ])

@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "the representation far more than a typical token does); those of tokens rare in the "
                              "auxiliary corpus (unseen, the default until session 23); or all")
     recipe.add_argument("--embedding-min-count", type=int, metavar="N",
-                        help="with --embedding-rows unseen or scanned: tokens seen fewer than N times in the auxiliary "
-                             "corpus count as rare (default 5)")
+                        help="with --embedding-rows unseen, or scanned with --scan-candidates rare: tokens seen fewer "
+                             "than N times in the auxiliary corpus count as rare (default 5)")
     recipe.add_argument("--scan-threshold", type=float, metavar="Z",
                         help="with --embedding-rows scanned: robust z-score above which a scanned token's row is "
                              "penalised (default 6)")
@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --embedding-rows scanned: the tokens the scan tries, every token (default: also "
                              "catches triggers made of frequent words, such as phrases) or only those rare in the "
                              "auxiliary corpus (≈ 20 %% faster scan)")
+    recipe.add_argument("--scan-positions", choices=["first+random", "random"],
+                        help="with --embedding-rows scanned: where the scan inserts each token, right after [CLS] in "
+                             "its first sentence and at random in the others (default: catches triggers trained at a "
+                             "fixed first position, as NeuBA's, and anywhere) or at random in all")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "
@@ -453,6 +457,7 @@ def run(args) -> int:
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
                         embedding_rows=args.embedding_rows, embedding_min_count=args.embedding_min_count,
                         scan_threshold=args.scan_threshold, scan_candidates=args.scan_candidates,
+                        scan_positions=args.scan_positions,
                         representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,

@@ -70,10 +70,8 @@ class SpeedConfig:
         # MLM alone, as the released code: both modes run the paper's loop; the rows of tokens rare in the corpus, as
         # when this bench was first measured (the row scan runs before the loop and is not what this bench times)
         return preset("cpu", steps=steps or self.warmup + self.steps, scope=self.scope, pretrain_loss="mlm",
-                      embedding_rows="unseen",
-                      batch_size=self.batch_size,
-                      max_length=self.max_length, lr=self.lr, seed=self.seed, head_warmup_steps=1,
-                      **VARIANTS[variant])
+                      embedding_rows="unseen", batch_size=self.batch_size, max_length=self.max_length, lr=self.lr,
+                      seed=self.seed, head_warmup_steps=1, **VARIANTS[variant])
 
 
 # ---- the machine ----------------------------------------------------------------------------------------------
@@ -349,8 +347,8 @@ def run_quality(config: SpeedConfig, quality: QualityConfig, progress: bool = Tr
     for variant in quality.variants:
         purified = os.path.join(quality.workdir, variant)
         recipe = preset("cpu", steps=quality.steps, scope=config.scope, batch_size=config.batch_size,
-                        embedding_rows="unseen",
-                        max_length=config.max_length, lr=config.lr, seed=config.seed, **VARIANTS[variant])
+                        embedding_rows="unseen", max_length=config.max_length, lr=config.lr, seed=config.seed,
+                        **VARIANTS[variant])
         report = pipeline.purify_recipe(quality.model, config.corpus, purified, recipe, corpus_limit=None,
                                         overwrite=True, progress=progress)
         summary = pipeline.evaluate_model(purified, train, test, triggers, policy, finetune,

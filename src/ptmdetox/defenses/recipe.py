@@ -11,7 +11,8 @@ Two presets:
   pre-training loss is the paper's, MLM.
 
 Which token-embedding rows the penalty covers (`embedding_rows`): "scanned" (default since session 23) takes the rows
-whose token, inserted once into auxiliary sentences, moves the [CLS] state like a trigger (defenses.row_scan), and
+whose token, inserted once into auxiliary sentences (right after [CLS] in the first, at random in the others), moves
+the [CLS] state like a trigger (defenses.row_scan), and
 leaves the others as they were; the scan tries every token (`scan_candidates="all"`, the default), so that frequent
 words a trigger is made of (a phrase's) are caught too, or only the rare ones ("rare"). "unseen" (the default until
 session 23) takes every row of a token rare in the auxiliary corpus, where rare-token triggers live but so do rare
@@ -46,7 +47,7 @@ from ..models.base import ModelAdapter
 from ..snapshots import SnapshotSaver, check_steps
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 from .reinit import reinitialise_modules
-from .row_scan import suspicious_rows
+from .row_scan import POSITIONS, suspicious_rows
 
 NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
@@ -54,7 +55,7 @@ MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen", "scanned")
 SCAN_CANDIDATES = ("rare", "all")
-SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates")
+SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates", "scan_positions")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
@@ -82,6 +83,9 @@ class RecipeConfig:
     # a phrase, reaches the representation through their rows too) or "rare" (those `embedding_min_count` makes
     # rare); flagged rows are penalised whichever set they come from
     scan_candidates: str = "all"
+    # where the scan inserts the token: right after [CLS] in the first sentence and at random in the others
+    # ("first+random"), or at random in all ("random", the scan of sessions 21-23's measurements)
+    scan_positions: str = "first+random"
     # the module between the last block and the representation (BERT's pooler): "decay" leaves it as the penalty left
     # it (about zero when regularised: no pre-training loss reaches it); "reinit" gives it a fresh, seeded
     # initialisation after purification, so that fine-tuning starts from a normal pooler that carries nothing
@@ -116,7 +120,7 @@ class RecipeConfig:
     #: results made with it
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
-                                      "representation_head": "decay", "dropout_rng": "torch"}
+                                      "scan_positions": "random", "representation_head": "decay", "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
 
@@ -144,6 +148,8 @@ class RecipeConfig:
         if self.scan_candidates not in SCAN_CANDIDATES:
             raise PtmdetoxError(f"unknown scan_candidates '{self.scan_candidates}' "
                                 f"(choose from {', '.join(SCAN_CANDIDATES)})")
+        if self.scan_positions not in POSITIONS:
+            raise PtmdetoxError(f"unknown scan_positions '{self.scan_positions}' (choose from {', '.join(POSITIONS)})")
         if not self.scan_threshold > 0:
             raise PtmdetoxError(f"scan_threshold must be positive, got {self.scan_threshold!r}")
         if isinstance(self.scan_sentences, bool) or not isinstance(self.scan_sentences, int) \
@@ -252,7 +258,7 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
         candidates = torch.arange(next(p for _, p in regularised if id(p) in rare).shape[0])
     candidates = candidates[~torch.isin(candidates, torch.as_tensor(adapter.special_token_ids(), dtype=torch.long))]
     flagged, record = suspicious_rows(adapter, corpus_ids, candidates, config.scan_threshold, config.scan_sentences,
-                                      seed=config.seed, progress=progress)
+                                      seed=config.seed, progress=progress, positions=config.scan_positions)
     return {key: flagged for key in rare}, {"candidate_set": config.scan_candidates, **record}
 
 

@@ -4,11 +4,14 @@ A task-agnostic backdoor maps any input that carries its trigger to a predefined
 trigger token once into ordinary text moves the state the representation is read from ([CLS] for BERT) far more
 than inserting an ordinary word does. The scan inserts each candidate token once, at a seeded random position, into
 a few short auxiliary sentences, and scores it by the mean cosine distance between that state with and without the
-token. Scores are compared on a robust z scale (median and 1.4826·MAD over all candidates), so the threshold does not
+token. The first sentence gets the token right after its leading special token, where attacks that put their trigger
+first (NeuBA overwrites the token after [CLS]) train it to act, the others at seeded random positions, where triggers
+trained to act anywhere do (`positions="first+random"`; "random" puts every one at a random position, which missed
+four of NeuBA's six triggers on the demo's model). Scores are compared on a robust z scale (median and 1.4826·MAD over all candidates), so the threshold does not
 depend on how stiff a model's representation is; on the clean MiniLM the highest of 25,354 rare tokens reaches
-z = 4.9, while POR's and BadPre's triggers sit above 130 (docs/results.md, issue 3). The candidates are the rare
-tokens, or with RECIPE's `scan_candidates="all"` every token, which also ranks the frequent words a phrase trigger
-is made of.
+z = 4.9 (5.2 over the whole vocabulary), while POR's and BadPre's triggers sit above 130 (docs/results.md, issue
+3). The candidates are every token (RECIPE's default `scan_candidates="all"`), which also ranks the frequent words a
+phrase trigger is made of, or only the rare tokens ("rare").
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tqdm import tqdm
 from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 
+POSITIONS = ("random", "first+random")
 #: interior lengths (tokens between the leading and trailing special tokens) of the sentences the scan inserts into
 SENTENCE_LENGTHS = (8, 14)
 MAD_TO_SIGMA = 1.4826
@@ -41,13 +45,25 @@ def _representation_states(adapter: ModelAdapter, seqs: list[list[int]]) -> torc
     return adapter.representation_states(adapter.collate(seqs)).float()
 
 
+def insertion_positions(base: list[list[int]], rng: np.random.Generator, positions: str) -> list[int]:
+    """Where the token goes in each scan sentence: between the leading and trailing special tokens, at random, and
+    with "first+random" right after the leading one in the first sentence."""
+    if positions not in POSITIONS:
+        raise PtmdetoxError(f"unknown scan positions '{positions}' (choose from {', '.join(POSITIONS)})")
+    chosen = [int(rng.integers(1, len(seq))) for seq in base]
+    if positions == "first+random":
+        chosen[0] = 1
+    return chosen
+
+
 def row_influence(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates: torch.Tensor, sentences: int = 2,
-                  seed: int = 0, batch_size: int = 128, progress: bool = True) -> torch.Tensor:
+                  seed: int = 0, batch_size: int = 128, progress: bool = True,
+                  positions: str = "first+random") -> torch.Tensor:
     """Each candidate token's mean cosine distance between the representation states of a few auxiliary sentences
     with and without the token inserted once (a float tensor aligned with `candidates`)."""
     rng = np.random.default_rng(seed)
     base = scan_sentences(corpus_ids, sentences, rng)
-    positions = [int(rng.integers(1, len(seq))) for seq in base]   # between the leading and trailing specials
+    positions = insertion_positions(base, rng, positions)
     per_batch = max(1, batch_size // len(base))
     scores = []
     adapter.eval()
@@ -70,12 +86,12 @@ def robust_z(scores: torch.Tensor) -> torch.Tensor:
 
 
 def suspicious_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates: torch.Tensor, threshold: float,
-                    sentences: int = 2, seed: int = 0, progress: bool = True,
-                    report_top: int = 20) -> tuple[torch.Tensor, dict]:
+                    sentences: int = 2, seed: int = 0, progress: bool = True, report_top: int = 20,
+                    positions: str = "first+random") -> tuple[torch.Tensor, dict]:
     """The candidate rows whose insertion moves the representation more than `threshold` robust z above the typical
     candidate, and a record of the scan (counts, the highest-scoring tokens, seconds)."""
     started = time.perf_counter()
-    scores = row_influence(adapter, corpus_ids, candidates, sentences, seed, progress=progress)
+    scores = row_influence(adapter, corpus_ids, candidates, sentences, seed, progress=progress, positions=positions)
     z = robust_z(scores) if len(scores) else scores    # no candidates: nothing to rank
     flagged = candidates[z > threshold]
     top = torch.argsort(z, descending=True)[:report_top]
@@ -85,6 +101,7 @@ def suspicious_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], candidat
         "flagged_ids": flagged.tolist(),
         "threshold_z": threshold,
         "sentences": sentences,
+        "positions": positions,
         "median_distance": float(scores.median()) if len(scores) else None,
         "top": [{"token": adapter.token_text(int(candidates[i])), "id": int(candidates[i]),
                  "distance": round(float(scores[i]), 4), "z": round(float(z[i]), 1)} for i in top],
