@@ -120,7 +120,8 @@ class RecipeConfig:
     #: results made with it
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
-                                      "scan_positions": "random", "representation_head": "decay", "dropout_rng": "torch"}
+                                      "scan_positions": "random", "representation_head": "decay",
+                                      "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
 

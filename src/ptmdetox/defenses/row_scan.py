@@ -2,16 +2,16 @@
 
 A task-agnostic backdoor maps any input that carries its trigger to a predefined representation, so inserting a
 trigger token once into ordinary text moves the state the representation is read from ([CLS] for BERT) far more
-than inserting an ordinary word does. The scan inserts each candidate token once, at a seeded random position, into
-a few short auxiliary sentences, and scores it by the mean cosine distance between that state with and without the
-token. The first sentence gets the token right after its leading special token, where attacks that put their trigger
-first (NeuBA overwrites the token after [CLS]) train it to act, the others at seeded random positions, where triggers
+than inserting an ordinary word does. The scan inserts each candidate token once into each of a few short auxiliary
+sentences, and scores it by the mean cosine distance between that state with and without the token. The first
+sentence gets the token right after its leading special token, where attacks that put their trigger first (NeuBA
+overwrites the token after [CLS]) train it to act; the others get it at seeded random positions, where triggers
 trained to act anywhere do (`positions="first+random"`; "random" puts every one at a random position, which missed
-four of NeuBA's six triggers on the demo's model). Scores are compared on a robust z scale (median and 1.4826·MAD over all candidates), so the threshold does not
-depend on how stiff a model's representation is; on the clean MiniLM the highest of 25,354 rare tokens reaches
-z = 4.9 (5.2 over the whole vocabulary), while POR's and BadPre's triggers sit above 130 (docs/results.md, issue
-3). The candidates are every token (RECIPE's default `scan_candidates="all"`), which also ranks the frequent words a
-phrase trigger is made of, or only the rare tokens ("rare").
+four of NeuBA's six triggers on the demo's model). Scores are compared on a robust z scale (median and 1.4826·MAD
+over all candidates), so the threshold does not depend on how stiff a model's representation is; on the clean MiniLM
+the highest of 25,354 rare tokens reaches z = 4.9 (5.2 over the whole vocabulary), while POR's and BadPre's triggers
+sit above 130 (docs/results.md, issue 3). The candidates are every token (RECIPE's default `scan_candidates="all"`),
+which also ranks the frequent words a phrase trigger is made of, or only the rare tokens ("rare").
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def row_influence(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates
     with and without the token inserted once (a float tensor aligned with `candidates`)."""
     rng = np.random.default_rng(seed)
     base = scan_sentences(corpus_ids, sentences, rng)
-    positions = insertion_positions(base, rng, positions)
+    inserted_at = insertion_positions(base, rng, positions)
     per_batch = max(1, batch_size // len(base))
     scores = []
     adapter.eval()
@@ -72,7 +72,7 @@ def row_influence(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates
         for start in tqdm(range(0, len(candidates), per_batch), desc="row scan", disable=not progress,
                           unit="batch"):
             chunk = candidates[start:start + per_batch].tolist()
-            seqs = [seq[:at] + [token] + seq[at:] for token in chunk for seq, at in zip(base, positions)]
+            seqs = [seq[:at] + [token] + seq[at:] for token in chunk for seq, at in zip(base, inserted_at)]
             states = _representation_states(adapter, seqs).view(len(chunk), len(base), -1)
             distance = 1 - torch.cosine_similarity(states, reference[None], dim=-1)
             scores.append(distance.mean(1))
