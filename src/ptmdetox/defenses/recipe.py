@@ -10,13 +10,13 @@ Two presets:
   and the pooler, which MLM on auxiliary text cannot protect (see docs/results.md for the measurements). Its
   pre-training loss is the paper's, MLM.
 
-Which token-embedding rows the penalty covers (`embedding_rows`): "scanned" (default since session 23) takes the rows
-whose token, inserted once into auxiliary sentences (right after [CLS] in the first, at random in the others), moves
-the [CLS] state like a trigger (defenses.row_scan), and
-leaves the others as they were; the scan tries every token (`scan_candidates="all"`, the default), so that frequent
-words a trigger is made of (a phrase's) are caught too, or only the rare ones ("rare"). "unseen" (the default until
-session 23) takes every row of a token rare in the auxiliary corpus, where rare-token triggers live but so do rare
-task words: it cost ACC on SST-2 and left phrase triggers in place (docs/results.md, issue 3).
+Which token-embedding rows the penalty covers (`embedding_rows`): "scanned" (default since session 23) takes the
+rows whose token, inserted once into auxiliary sentences (right after [CLS] in the first, at random in the others),
+moves the [CLS] state like a trigger (defenses.row_scan), and leaves the others as they were; the scan tries every
+token (`scan_candidates="all"`, the default), so that frequent words a trigger is made of (a phrase's) are caught
+too, or only the rare ones ("rare"). "unseen" (the default until session 23) takes every row of a token rare in the
+auxiliary corpus, where rare-token triggers live but so do rare task words: it cost ACC on SST-2 and left phrase
+triggers in place (docs/results.md, issue 3).
 
 Option `pretrain_loss="mlm+keep"` adds a "keep" term: keep_weight × MSE between the model's and the frozen starting
 model's last hidden states on the same auxiliary batch, which holds the clean behaviour in place while the penalty
