@@ -26,15 +26,18 @@ def test_files_merge_and_each_row_is_judged_on_the_seeds_it_shares_with_the_floo
                     {"clean": ["a", "z"], "attack": ["a"]})
     second = _report(tmp_path, "second",
                      {"attack": {"runs": [_run(1, 79.0, {"a": 20.0}), _run(2, 81.0, {"a": 40.0}),
-                                          _run(3, 85.0, {"a": 0.0})]}},
-                     {"attack": ["a"]})
+                                          _run(3, 85.0, {"a": 0.0})]},
+                      "late": {"runs": [_run(3, 85.0, {"a": 0.0})]}},
+                     {"attack": ["a"], "late": ["a"]})
     _tool().main([first, second])
     lines = capsys.readouterr().out.strip().splitlines()
 
     # seed 1 comes from the later file; seed 3 has no floor run, so it is left out; z is not the attack's trigger
     assert lines[2] == ("| sst2 | attack | 1, 2 | 80.0 | -1.0 | 30.0 | +10.0 "
                         "| 79.0 / 20.0 (10.0), 81.0 / 40.0 (30.0) |")
-    assert len(lines) == 3
+    # a row without any seed the floor has is listed, not compared
+    assert lines[3] == "| sst2 | late | 3 | no floor run on these seeds |||||"
+    assert len(lines) == 4
 
 
 def test_files_without_the_floor_model_are_a_one_line_error(tmp_path):
