@@ -149,7 +149,7 @@ def test_shipped_suites_name_the_embedding_rows_of_every_recipe_they_ran(name):
         for model, spec in load_suite(name, quick)["models"].items():
             step = (spec or {}).get("defense")
             if step is not None and issubclass(defenses.create(step.get("method", "recipe"))[0], RecipeConfig):
-                assert {"embedding_rows", "scan_candidates", "scan_positions"} <= set(step), f"{name}: {model}"
+                assert {"embedding_rows", "scan_candidates", "scan_positions", "reset_rows"} <= set(step), f"{name}: {model}"
 
 
 def _resolved_chain(suite: dict, model: str) -> list[dict]:

@@ -184,6 +184,17 @@ def test_purify_passes_the_keep_options_through(tmp_path, tiny_model, tiny_corpu
     assert (config["pretrain_loss"], config["keep_weight"], config["embedding_min_count"]) == ("mlm+keep", 15.0, 3)
 
 
+def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
+    configs = {}
+    for name, options in {"default": [], "changed": ["--row-penalty", "each", "--no-reset-rows"]}.items():
+        out = tmp_path / name
+        assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
+                     *FAST_PURIFY, "--quiet", "--embedding-rows", "scanned", *options]) == 0
+        configs[name] = json.loads((out / "purification.json").read_text(encoding="utf-8"))["config"]
+    assert configs["default"]["reset_rows"] is True and "row_penalty" not in configs["default"]
+    assert configs["changed"]["row_penalty"] == "each" and "reset_rows" not in configs["changed"]   # old keys
+
+
 def test_purify_can_reinitialise_the_pooler_and_says_so_in_the_model_card(tmp_path, tiny_model, tiny_corpus):
     out = tmp_path / "purified"
     assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
@@ -208,3 +219,4 @@ def test_purify_with_scanned_rows_records_the_scan_and_shows_it_in_the_model_car
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"{scan['flagged']} of {scan['candidates']} tokens of the vocabulary" in card
     assert f"| `{scan['top'][0]['token']}` |" in card
+    assert "rows were reset to the mean of the other rows, then penalised" in card

@@ -8,7 +8,8 @@ import torch
 from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.defenses.recipe import (RecipeConfig, _keep_loss, _total_steps, preset, recipe_purify, regularisation,
-                                      select_parameters, unseen_embedding_rows, weight_norm)
+                                      reset_to_mean_row, select_parameters, unseen_embedding_rows,
+                                      weight_norm)
 from ptmdetox.defenses.reinit import ReinitConfig, reinit_purify
 from ptmdetox.errors import PtmdetoxError
 
@@ -66,6 +67,7 @@ def test_regularisation_gradient_is_w_over_its_norm():
     (dict(embedding_min_count=0), "embedding_min_count"),
     (dict(embedding_min_count=2.5), "embedding_min_count"),
     (dict(representation_head="drop"), "unknown representation_head"),
+    (dict(row_penalty="some"), "unknown row_penalty"),
     (dict(keep_weight=-1.0), "keep_weight"),
     (dict(keep_weight=float("nan")), "keep_weight"),
     (dict(dropout_rng="mt19937"), "unknown dropout generator"),
@@ -232,6 +234,51 @@ def test_unseen_row_penalty_is_the_norm_of_those_rows():
     rows = torch.tensor([1, 4])
     assert regularisation([weight], "fro", {id(weight): rows}) == pytest.approx(float(weight[rows].norm()))
     assert regularisation([weight], "fro") == pytest.approx(float(weight.norm()))
+
+
+def test_each_row_penalty_sums_every_penalised_row_norm():
+    weight = torch.tensor([[3.0, 4.0], [0.0, 1.0], [6.0, 8.0], [5.0, 12.0]])
+    rows = {id(weight): torch.tensor([0, 2, 3])}
+    assert regularisation([weight], "fro", rows, each_row=True) == pytest.approx(5.0 + 10.0 + 13.0)
+    assert regularisation([weight], "fro", rows) == pytest.approx((25.0 + 100.0 + 169.0) ** 0.5)
+    # the squared norm is a sum over rows already
+    assert regularisation([weight], "fro2", rows, each_row=True) == regularisation([weight], "fro2", rows)
+    # matrices without named rows are normed whole either way
+    other = torch.full((2, 2), 3.0)
+    assert regularisation([other], "fro", rows, each_row=True) == pytest.approx(6.0)
+
+
+def test_each_row_penalty_pulls_every_row_with_a_unit_gradient():
+    weight = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]], requires_grad=True)
+    rows = {id(weight): torch.tensor([0, 1, 2])}
+    regularisation([weight], "fro", rows, each_row=True).backward()
+    assert torch.allclose(weight.grad, torch.tensor([[0.6, 0.8], [0.6, 0.8], [0.0, 0.0]]))   # a zero row: no NaN
+    weight.grad = None
+    regularisation([weight], "fro", rows).backward()          # joint: each row feels its share, the small one little
+    assert torch.allclose(weight.grad[1], torch.tensor([0.06, 0.08]), atol=1e-3)
+
+
+def test_each_row_penalty_shrinks_exercised_rows_more_than_the_joint_norm(tiny_model, tiny_corpus):
+    texts = read_corpus(tiny_corpus).texts
+    rows_after = {}
+    for kind in ("joint", "each"):
+        adapter = models.create(tiny_model)
+        report = recipe_purify(adapter, texts, fast(embedding_rows="all", row_penalty=kind, lr=0.01, steps=20),
+                               progress=False)
+        named = {"embeddings.word_embeddings.weight": adapter.tokenizer.vocab_size} if kind == "each" else {}
+        assert report["penalised_embedding_rows"] == named       # joint: the whole matrix, as one norm
+        rows_after[kind] = adapter.model.bert.embeddings.word_embeddings.weight.detach().norm(dim=1)
+        assert report["config"].get("row_penalty") == (None if kind == "joint" else "each")   # joint keeps old keys
+    seen = torch.tensor(sorted({t for seq in models.create(tiny_model).tokenize(texts, 32) for t in seq}))
+    assert rows_after["each"][seen].mean() < 0.5 * rows_after["joint"][seen].mean()
+
+
+def test_reset_sets_the_chosen_rows_to_the_mean_of_the_others():
+    weight = torch.nn.Parameter(torch.tensor([[1.0, 2.0], [9.0, 9.0], [3.0, 4.0], [5.0, 0.0]]))
+    other = torch.nn.Parameter(torch.ones(2, 2))
+    reset_to_mean_row([("w", weight), ("o", other)], {id(weight): torch.tensor([1])})
+    assert torch.equal(weight.detach(), torch.tensor([[1.0, 2.0], [3.0, 2.0], [3.0, 4.0], [5.0, 0.0]]))
+    assert torch.equal(other.detach(), torch.ones(2, 2))
 
 
 def test_trainable_all_trains_the_encoder_but_not_the_head(tiny_model, tiny_corpus):

@@ -162,6 +162,35 @@ def test_scanned_recipe_penalises_only_the_flagged_rows(mixing_model, tiny_corpu
     assert torch.equal(after[others], before[others])        # no pre-training loss: nothing else moves them
 
 
+@pytest.mark.parametrize("reset", [True, False])
+def test_flagged_rows_start_from_the_mean_of_the_others_unless_told_not_to(mixing_model, tiny_corpus, reset):
+    adapter = models.create(mixing_model)
+    planted = plant_trigger(adapter, PLANTED)
+    weight = adapter.model.bert.embeddings.word_embeddings.weight
+    before = weight.detach().clone()
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
+                           fast(pretrain_loss="none", scan_sentences=8, lr=1e-9, steps=1, reset_rows=reset),
+                           progress=False)
+    flagged = report["row_scan"]["flagged_ids"]
+    assert planted in flagged
+    others = torch.ones(len(before), dtype=torch.bool)
+    others[flagged] = False
+    start = before[others].mean(0).expand(len(flagged), -1) if reset else before[flagged]
+    assert torch.allclose(weight.detach()[flagged], start, atol=1e-5)
+    assert torch.equal(weight.detach()[others], before[others])
+    assert report["norms_before"]["embeddings.word_embeddings.weight"] == pytest.approx(float(before.norm()))
+
+
+def test_unscanned_rows_are_never_reset(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    weight = adapter.model.bert.embeddings.word_embeddings.weight
+    before = weight.detach().clone()
+    recipe_purify(adapter, read_corpus(tiny_corpus).texts,
+                  fast(embedding_rows="unseen", pretrain_loss="none", lr=1e-9, steps=1, reset_rows=True),
+                  progress=False)
+    assert torch.allclose(weight.detach(), before, atol=1e-5)       # the rare rows keep their values
+
+
 def test_default_recipe_scans_every_token_and_penalises_only_what_it_flags(mixing_model, tiny_corpus):
     adapter = models.create(mixing_model)
     plant_trigger(adapter, PLANTED)
@@ -220,6 +249,8 @@ def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
     assert "scan_candidates" not in RecipeConfig(scan_candidates="rare").to_dict()   # keyed as before it existed
     assert RecipeConfig().to_dict()["scan_candidates"] == "all"
     assert RecipeConfig().to_dict() == RecipeConfig(scan_threshold=6.0, scan_sentences=2).to_dict()
+    assert RecipeConfig().to_dict()["reset_rows"] is True and "reset_rows" not in RecipeConfig(
+        reset_rows=False).to_dict() and "reset_rows" not in unseen.to_dict()
 
 
 @pytest.mark.slow

@@ -233,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --embedding-rows scanned: where the scan inserts each token, right after [CLS] in "
                              "its first sentence and at random in the others (default: catches triggers trained at a "
                              "fixed first position, as NeuBA's, and anywhere) or at random in all")
+    recipe.add_argument("--row-penalty", choices=["joint", "each"],
+                        help="how the penalised token-embedding rows are normed: one norm over all of them (joint, "
+                             "the default) or each row its own (each: every penalised row is pushed to zero on its "
+                             "own, frequent words' rows too)")
+    recipe.add_argument("--reset-rows", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --embedding-rows scanned: start the flagged token-embedding rows from the mean of "
+                             "the other rows, so that what was written into them is gone before training (default); "
+                             "--no-reset-rows penalises them from their own values")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "
@@ -457,7 +465,8 @@ def run(args) -> int:
                         pretrain_loss=ablation.get("pretrain_loss", args.pretrain_loss),
                         embedding_rows=args.embedding_rows, embedding_min_count=args.embedding_min_count,
                         scan_threshold=args.scan_threshold, scan_candidates=args.scan_candidates,
-                        scan_positions=args.scan_positions,
+                        scan_positions=args.scan_positions, row_penalty=args.row_penalty,
+                        reset_rows=args.reset_rows,
                         representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,

@@ -55,10 +55,11 @@ MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen", "scanned")
 SCAN_CANDIDATES = ("rare", "all")
-SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates", "scan_positions")
+SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates", "scan_positions", "reset_rows")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
+ROW_PENALTIES = ("joint", "each")
 
 
 @dataclass
@@ -86,6 +87,15 @@ class RecipeConfig:
     # where the scan inserts the token: right after [CLS] in the first sentence and at random in the others
     # ("first+random"), or at random in all ("random", the scan of sessions 21-23's measurements)
     scan_positions: str = "first+random"
+    # how the penalised token-embedding rows are normed: "joint", one norm over all of them (each row feels its share
+    # of it, so a row the pre-training loss exercises, such as a frequent word's, stays near its value), or "each",
+    # every row its own norm (a group lasso: each penalised row is pushed towards zero on its own)
+    row_penalty: str = "joint"
+    # with "scanned": start the flagged rows from the mean of the matrix's other rows instead of their own values, so
+    # that what an attacker wrote into them is gone before training; the penalty then keeps them near zero (a flagged
+    # frequent word, phrase POR's `dawn`, only shrinks to about half its norm otherwise, and still reaches the
+    # encoder's detector: docs/results.md, issue 3, session 25)
+    reset_rows: bool = True
     # the module between the last block and the representation (BERT's pooler): "decay" leaves it as the penalty left
     # it (about zero when regularised: no pre-training loss reaches it); "reinit" gives it a fresh, seeded
     # initialisation after purification, so that fine-tuning starts from a normal pooler that carries nothing
@@ -120,7 +130,8 @@ class RecipeConfig:
     #: results made with it
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
-                                      "scan_positions": "random", "representation_head": "decay",
+                                      "scan_positions": "random", "representation_head": "decay", "row_penalty": "joint",
+                                      "reset_rows": False,
                                       "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
@@ -151,6 +162,8 @@ class RecipeConfig:
                                 f"(choose from {', '.join(SCAN_CANDIDATES)})")
         if self.scan_positions not in POSITIONS:
             raise PtmdetoxError(f"unknown scan_positions '{self.scan_positions}' (choose from {', '.join(POSITIONS)})")
+        if self.row_penalty not in ROW_PENALTIES:
+            raise PtmdetoxError(f"unknown row_penalty '{self.row_penalty}' (choose from {', '.join(ROW_PENALTIES)})")
         if not self.scan_threshold > 0:
             raise PtmdetoxError(f"scan_threshold must be positive, got {self.scan_threshold!r}")
         if isinstance(self.scan_sentences, bool) or not isinstance(self.scan_sentences, int) \
@@ -217,10 +230,19 @@ def weight_norm(weight: torch.Tensor, norm: str) -> torch.Tensor:
     return squared if norm == "fro2" else squared.sqrt()
 
 
-def regularisation(weights: list[torch.Tensor], norm: str, rows: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
-    """Σ‖W‖ over `weights`; `rows` maps id(W) to the row indices that count for that W (all rows otherwise)."""
+def rows_norm(rows: torch.Tensor, norm: str, each: bool) -> torch.Tensor:
+    """The norm of a matrix's selected rows: one over all of them, or (`each`) the sum of every row's own norm."""
+    if each and norm == "fro":
+        return torch.linalg.vector_norm(rows, dim=1).sum()
+    return weight_norm(rows, norm)     # the squared norm is the same sum either way
+
+
+def regularisation(weights: list[torch.Tensor], norm: str, rows: dict[int, torch.Tensor] | None = None,
+                   each_row: bool = False) -> torch.Tensor:
+    """Σ‖W‖ over `weights`; `rows` maps id(W) to the row indices that count for that W (all rows otherwise), normed
+    jointly or, with `each_row`, row by row."""
     rows = rows or {}
-    terms = [weight_norm(w[rows[id(w)]] if id(w) in rows else w, norm) for w in weights
+    terms = [rows_norm(w[rows[id(w)]], norm, each_row) if id(w) in rows else weight_norm(w, norm) for w in weights
              if id(w) not in rows or len(rows[id(w)])]   # no rows: no term (the norm of nothing has no gradient)
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
@@ -249,6 +271,8 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
     """The token-embedding rows the penalty covers (id(W) → rows; {} means all rows) under `config.embedding_rows`,
     and the row scan's record when one ran."""
     if config.embedding_rows == "all":
+        if config.row_penalty == "each":    # every row, named, so that each is normed on its own
+            return unseen_embedding_rows(adapter, regularised, [], min_count=1), None   # no corpus: all unseen
         return {}, None
     rare = unseen_embedding_rows(adapter, regularised, corpus_ids, config.embedding_min_count)
     if config.embedding_rows == "unseen" or not rare or config.lam == 0:   # λ = 0: no penalty to aim
@@ -261,6 +285,18 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
     flagged, record = suspicious_rows(adapter, corpus_ids, candidates, config.scan_threshold, config.scan_sentences,
                                       seed=config.seed, progress=progress, positions=config.scan_positions)
     return {key: flagged for key in rare}, {"candidate_set": config.scan_candidates, **record}
+
+
+def reset_to_mean_row(regularised, rows: dict[int, torch.Tensor]) -> None:
+    """Set the named rows of each matrix in `rows` to the mean of its other rows."""
+    with torch.no_grad():
+        for _, weight in regularised:
+            chosen = rows.get(id(weight))
+            if chosen is None or not len(chosen):
+                continue
+            others = torch.ones(weight.shape[0], dtype=torch.bool)
+            others[chosen] = False
+            weight[chosen] = weight[others].mean(0)
 
 
 def select_parameters(adapter: ModelAdapter, config: RecipeConfig):
@@ -318,6 +354,8 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
     reg_weights = [p for _, p in regularised]
     reg_rows, row_scan = penalised_embedding_rows(adapter, regularised, ids, config, progress)
     norms_before = {n: float(weight_norm(p.detach(), "fro")) for n, p in regularised}
+    if config.reset_rows and row_scan is not None:    # the rows a scan flagged, not the rare rows of `unseen`
+        reset_to_mean_row(regularised, reg_rows)
 
     trainable_ids = {id(p) for _, p in trainable}
     all_params = list(adapter.named_parameters()) + [("head", p) for p in adapter.head_parameters()]
@@ -340,7 +378,7 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         parts = {}
         loss = torch.zeros(())
         if config.lam > 0:
-            reg = regularisation(reg_weights, config.norm, reg_rows)
+            reg = regularisation(reg_weights, config.norm, reg_rows, each_row=config.row_penalty == "each")
             loss = loss + config.lam * reg
             parts["norm"] = float(reg.detach())
         hidden = batch = None

@@ -28,7 +28,7 @@ def model_card(title: str, source: str, what: str, report: dict, notes: list[str
     if facts:
         lines += ["## Figures from the run", ""] + [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}"
                                                     for k, v in facts.items()] + [""]
-    lines += _row_scan_section(report.get("row_scan"))
+    lines += _row_scan_section(report.get("row_scan"), reset=report.get("config", {}).get("reset_rows", False))
     if measured:
         lines += ["## Measured downstream", "", measured, ""]
     if notes:
@@ -37,7 +37,7 @@ def model_card(title: str, source: str, what: str, report: dict, notes: list[str
     return "\n".join(lines)
 
 
-def _row_scan_section(scan: dict | None, shown: int = 10) -> list[str]:
+def _row_scan_section(scan: dict | None, shown: int = 10, reset: bool = False) -> list[str]:
     """What RECIPE's row scan (`embedding_rows: scanned`) found: a lead for whoever vets the checkpoint."""
     if not scan:
         return []
@@ -45,7 +45,8 @@ def _row_scan_section(scan: dict | None, shown: int = 10) -> list[str]:
     lines = ["## Trigger-like tokens (row scan)", "",
              f"{scan['flagged']} of {scan['candidates']} {tried} moved the representation state more than "
              f"z = {scan['threshold_z']:g} (robust z) when inserted once into auxiliary sentences; their embedding "
-             "rows were penalised, the other rows were not.", ""]
+             "rows were " + ("reset to the mean of the other rows, then " if reset else "") +
+             "penalised, the other rows were not.", ""]
     top = scan.get("top", [])[:shown]
     if top:
         lines += ["| token | cosine distance | z |", "|---|---|---|"]
