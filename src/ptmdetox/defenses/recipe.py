@@ -89,7 +89,8 @@ class RecipeConfig:
     scan_positions: str = "first+random"
     # how the penalised token-embedding rows are normed: "joint", one norm over all of them (each row feels its share
     # of it, so a row the pre-training loss exercises, such as a frequent word's, stays near its value), or "each",
-    # every row its own norm (a group lasso: each penalised row is pushed towards zero on its own)
+    # every row its own norm (a group lasso). Under AdamW, which moves each weight by about the learning rate per step
+    # whatever the gradient's size, the two end in about the same place (docs/results.md, issue 3, session 25)
     row_penalty: str = "joint"
     # with "scanned": start the flagged rows from the mean of the matrix's other rows instead of their own values, so
     # that what an attacker wrote into them is gone before training; the penalty then keeps them near zero (a flagged
@@ -130,8 +131,8 @@ class RecipeConfig:
     #: results made with it
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
-                                      "scan_positions": "random", "representation_head": "decay", "row_penalty": "joint",
-                                      "reset_rows": False,
+                                      "scan_positions": "random", "representation_head": "decay",
+                                      "row_penalty": "joint", "reset_rows": False,
                                       "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
