@@ -182,3 +182,48 @@ def test_build_only_builds_the_selected_chain_and_evaluates_nothing(tmp_path, ti
     assert len([k for k in report["timings_this_run"] if k.startswith("build")]) == 2
     again = run_suite(path, cache=cache, results=results, progress=False, build_only=True)
     assert again["timings_this_run"] == {}, "every model was already built"
+
+
+def test_a_task_finetune_mapping_overrides_the_suite_settings_for_that_task_only(tmp_path, tiny_model, tiny_corpus,
+                                                                              tiny_task, monkeypatch):
+    import shutil
+
+    import ptmdetox.bench as bench
+    other_test = str(shutil.copy(tiny_task[1], tmp_path / ("other-" + os.path.basename(tiny_task[1]))))
+    base = {"model": tiny_model, "aux": tiny_corpus, "triggers": "≈", "seeds": [1],
+            "finetune": {"epochs": 1, "batch_size": 8, "train_limit": 10},
+            "models": {"clean": {}}}
+    tasks = {"a": {"train": tiny_task[0], "test": tiny_task[1]},
+             "b": {"train": tiny_task[0], "test": other_test, "finetune": {"train_limit": 20, "epochs": 3}}}
+    seen = {}
+
+    def fake_evaluate(load, train, test, triggers, policy, ft, seed, progress):
+        seen[len(seen)] = ft
+        return {"acc": 50.0, "aasr": 0.0, "masr": 0.0, "seed": seed,
+                "per_trigger": {t: {"asr": 0.0, "by_label": {}} for t in triggers}}
+
+    monkeypatch.setattr(bench, "evaluate_seed", fake_evaluate)
+    path = tmp_path / "tasks.yaml"
+    path.write_text(yaml.safe_dump({**base, "tasks": tasks}, allow_unicode=True), encoding="utf-8")
+    report = run_suite(str(path), cache=str(tmp_path / "c"), results=str(tmp_path / "r"), progress=False)
+    assert [(ft.train_limit, ft.epochs, ft.batch_size) for ft in seen.values()] == [(10, 1, 8), (20, 3, 8)]
+    assert "b: {'epochs': 3, 'train_limit': 20}" in open(tmp_path / "r" / "tasks.md", encoding="utf-8").read()
+    assert report["evaluations_done"] == 2
+
+    # task a's evaluation keeps its cache key: a suite without the override reuses it and runs only b again
+    seen.clear()
+    del tasks["b"]["finetune"]
+    path.write_text(yaml.safe_dump({**base, "tasks": tasks}, allow_unicode=True), encoding="utf-8")
+    run_suite(str(path), cache=str(tmp_path / "c"), results=str(tmp_path / "r"), progress=False)
+    assert [ft.train_limit for ft in seen.values()] == [10]
+
+
+def test_a_malformed_task_finetune_is_a_one_line_error(tmp_path, tiny_model, tiny_corpus, tiny_task):
+    for bad, message in (([1], "'finetune' of task 'a' must be a mapping"),
+                         ({"epoch": 2}, "unknown setting 'epoch' in task 'a' finetune")):
+        suite = {"model": tiny_model, "aux": tiny_corpus, "seeds": [1], "models": {"clean": {}},
+                 "tasks": {"a": {"train": tiny_task[0], "test": tiny_task[1], "finetune": bad}}}
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
+        with pytest.raises(PtmdetoxError, match=message):
+            run_suite(str(path), cache=str(tmp_path / "c"), results=str(tmp_path / "r"), progress=False)

@@ -157,31 +157,65 @@ def _resolved_chain(suite: dict, model: str) -> list[dict]:
 
 
 def _assert_same_protocol(suite: dict, reference: dict,
-                          keys=("model", "aux", "policy", "finetune", "seeds", "floor")) -> None:
+                          keys=("model", "aux", "policy", "finetune", "seeds", "floor"), tasks=None) -> None:
     """Same base model, auxiliary data, insertion policy, fine-tuning and tasks: the two suites share cache entries."""
     for key in keys:
         assert suite[key] == reference[key], key
-    for task in suite["tasks"]:
+    for task in tasks or suite["tasks"]:
         assert suite["tasks"][task] == reference["tasks"][task], task
 
 
-def test_paper_attacks_shares_models_and_protocol_with_paper_text():
-    attacks, text = load_suite("paper-attacks"), load_suite("paper-text")
+#: RECIPE's rows and AG News's fine-tuning as `paper-text` ran them in sessions 8-22; the suites measured alongside it
+#: then share those cache entries
+PAPER_TEXT_BEFORE_SESSION_27 = {"embedding_rows": "unseen", "scan_candidates": "rare", "scan_positions": "random",
+                                "reset_rows": False}
+
+
+@pytest.fixture(scope="module")
+def paper_text_before(tmp_path_factory):
+    with open(os.path.join(BENCH_FOLDER, "paper-text.yaml"), encoding="utf-8") as f:
+        suite = yaml.safe_load(f)
+    suite["defense_defaults"] = PAPER_TEXT_BEFORE_SESSION_27
+    for task in suite["tasks"].values():
+        task.pop("finetune", None)
+    path = tmp_path_factory.mktemp("suites") / "paper-text.yaml"
+    path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
+    return load_suite(str(path))
+
+
+def test_paper_text_keeps_its_attacks_and_changes_only_recipe_rows_and_ag_news_training_size(paper_text_before):
+    text = load_suite("paper-text")
+    _assert_same_protocol(text, paper_text_before, keys=("model", "aux", "policy", "finetune", "seeds", "floor"),
+                          tasks=("sst2", "hsol"))
+    assert text["tasks"]["agnews"]["finetune"] == {"train_limit": 4000}
+    for model, spec in text["models"].items():
+        now, before = _resolved_chain(text, model), _resolved_chain(paper_text_before, model)
+        if (spec.get("defense") or {}).get("method") == "recipe":
+            assert now[:-1] == before[:-1]
+            assert now[-1]["config"] == {**before[-1]["config"], "embedding_rows": "scanned",
+                                         "scan_candidates": "all", "scan_positions": "first+random",
+                                         "reset_rows": True}
+        else:
+            assert now == before, model
+
+
+def test_paper_attacks_shares_models_and_protocol_with_paper_text(paper_text_before):
+    attacks, text = load_suite("paper-attacks"), paper_text_before
     _assert_same_protocol(attacks, text, keys=("model", "aux", "policy", "finetune", "seeds"))
     for model in ("por", "por+recipe", "badpre", "badpre+recipe"):
         assert _resolved_chain(attacks, model) == _resolved_chain(text, model)
 
 
-def test_paper_sweeps_fine_tunes_as_paper_text_and_shares_its_neuba_models():
-    sweeps, text = load_suite("paper-sweeps"), load_suite("paper-text")
+def test_paper_sweeps_fine_tunes_as_paper_text_and_shares_its_neuba_models(paper_text_before):
+    sweeps, text = load_suite("paper-sweeps"), paper_text_before
     _assert_same_protocol(sweeps, text, keys=("model", "aux", "policy", "finetune", "seeds"))
     assert _resolved_chain(sweeps, "neuba") == _resolved_chain(text, "neuba")
     assert _resolved_chain(sweeps, "lam[lam=1.0]") == _resolved_chain(text, "neuba+recipe")
     assert _resolved_chain(sweeps, "dynamics")[:-1] == _resolved_chain(text, "neuba+recipe")[:-1]
 
 
-def test_recipe_head_shares_models_and_protocol_with_paper_text():
-    head, text = load_suite("recipe-head"), load_suite("paper-text")
+def test_recipe_head_shares_models_and_protocol_with_paper_text(paper_text_before):
+    head, text = load_suite("recipe-head"), paper_text_before
     _assert_same_protocol(head, text)
     for attack in ("neuba", "por", "badpre"):
         for model in (attack, f"{attack}+recipe"):
@@ -190,8 +224,8 @@ def test_recipe_head_shares_models_and_protocol_with_paper_text():
         assert reinit == {"method": "reinit", "seed": RecipeConfig().seed}
 
 
-def test_recipe_min_count_shares_models_with_paper_text_and_changes_only_the_min_count():
-    suite, text, sweeps = load_suite("recipe-min-count"), load_suite("paper-text"), load_suite("paper-sweeps")
+def test_recipe_min_count_shares_models_with_paper_text_and_changes_only_the_min_count(paper_text_before):
+    suite, text, sweeps = load_suite("recipe-min-count"), paper_text_before, load_suite("paper-sweeps")
     _assert_same_protocol(suite, text)
     assert set(suite["tasks"]) == set(text["tasks"])
     assert _resolved_chain(suite, "clean+recipe-min5") == _resolved_chain(sweeps, "clean+recipe")

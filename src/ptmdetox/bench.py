@@ -10,6 +10,8 @@ the floor of every trigger set). `sweep: {param: P, values: [...]}` expands a mo
 attack/defense option P (e.g. lam, steps, corpus_limit) or of `aux`, named `NAME[P=value]`. `snapshots: [n, ...]` on
 a RECIPE model saves it after those steps of its one run: each snapshot is a model `NAME[step=n]`, and the
 dynamics plot runs from the model it purifies (step 0) through the snapshots to NAME itself (the final model).
+A task may carry its own `finetune: {setting: value}`, applied over the suite's `finetune` for that task only (e.g.
+a larger `train_limit` for a task with more classes).
 `defense_defaults: {option: value}` gives every defense step that has the option and does not set it that value
 (a suite measured before a default changed pins the old value and keeps its cache keys).
 """
@@ -236,6 +238,23 @@ def _settings(cls, values, where: str):
                             else f"suite: bad settings in {where} ({exc})") from None
 
 
+def task_finetune_configs(suite: dict) -> dict[str, FinetuneConfig]:
+    """Each task's fine-tuning: the suite's `finetune`, updated by the task's own `finetune` mapping if it has one
+    (e.g. a larger `train_limit` for a task with more classes)."""
+    configs = {}
+    for task, spec in suite["tasks"].items():
+        own = spec.get("finetune", {}) if isinstance(spec, dict) else {}
+        if not isinstance(own, dict):
+            raise PtmdetoxError(f"suite: 'finetune' of task '{task}' must be a mapping of settings")
+        configs[task] = _settings(FinetuneConfig, {**(suite.get("finetune") or {}), **own}, f"task '{task}' finetune")
+    return configs
+
+
+def _task_overrides(suite: dict) -> str:
+    overrides = {task: spec["finetune"] for task, spec in suite["tasks"].items() if spec.get("finetune")}
+    return "".join(f", {task}: {values}" for task, values in overrides.items())
+
+
 def _check_paths(suite: dict, cache: str, results: str) -> None:
     """Check the task files and output folders before anything is built or written."""
     for task, paths in suite["tasks"].items():
@@ -410,6 +429,7 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     model_triggers = triggers_by_model(suite)
     policy = _settings(InsertionPolicy, suite.get("policy", {}), "policy")
     ft = _settings(FinetuneConfig, suite.get("finetune", {}), "finetune")
+    task_ft = task_finetune_configs(suite)
     _check_paths(suite, cache, results)
     os.makedirs(cache, exist_ok=True)
     os.makedirs(results, exist_ok=True)
@@ -427,10 +447,10 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     loaded_tasks: dict = {}
     done = 0
     for model, task, seed in tqdm(jobs, desc=f"bench {suite_name}", disable=not progress):
-        paths = suite["tasks"][task]
+        paths = {split: suite["tasks"][task][split] for split in ("train", "test")}
         triggers = model_triggers[model]
         key = _hash([[_resolved(s) for s in _chain(suite, model)], paths, list(triggers), policy.to_dict(),
-                     ft.to_dict(), seed])
+                     task_ft[task].to_dict(), seed])
         cached = os.path.join(cache, f"eval-{key}.json")
         if os.path.isfile(cached):
             with open(cached, encoding="utf-8") as f:
@@ -441,11 +461,11 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
             folder = model_path(suite, model, cache, progress, timings)
             if task not in loaded_tasks:   # read each task once, not once per (model, seed)
                 train, test = read_task(paths["train"], paths["test"])
-                loaded_tasks[task] = (train, _subsample(test, ft.test_limit, 12345))
+                loaded_tasks[task] = (train, _subsample(test, task_ft[task].test_limit, 12345))
             train, test = loaded_tasks[task]
             checkpointer = Checkpointer(partial_dir(cached), key, resume=True)
             with checkpointing(checkpointer):
-                run = evaluate_seed(lambda: models.create(folder), train, test, triggers, policy, ft, seed,
+                run = evaluate_seed(lambda: models.create(folder), train, test, triggers, policy, task_ft[task], seed,
                                     progress=False)
             write_json_atomic(cached, run)
             checkpointer.discard()
@@ -478,7 +498,8 @@ def run_suite(name: str, quick: bool = False, cache: str = "runs/cache", results
     report["plots"] += _sweep_plots(report, suite_name, results)
     report["plots"] = [p for p in report["plots"] if p]
     markdown = (f"# Suite {suite_name}\n\nTriggers {' '.join(report['triggers'])}; policy {policy.to_dict()}; "
-                f"fine-tuning {ft.to_dict()}; seeds {seeds}; {done} of {len(jobs)} evaluations.\n\n"
+                f"fine-tuning {ft.to_dict()}{_task_overrides(suite)}; seeds {seeds}; {done} of {len(jobs)} "
+                "evaluations.\n\n"
                 + "\n".join(tables))
     write_json_atomic(os.path.join(results, f"{suite_name}.json"), report)
     write_text_atomic(os.path.join(results, f"{suite_name}.md"), markdown)
