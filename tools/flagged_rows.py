@@ -6,7 +6,9 @@ usage: python tools/flagged_rows.py ATTACKED PURIFIED TASK_TEST TRIGGERS [SENTEN
        purification.json lists the flagged rows; TRIGGERS a trigger-set name; SENTENCES defaults to 16)
 Prints the share of TASK_TEST's tokens (first 2,000 sentences, length 64) and sentences that hold a flagged row, the
 most frequent flagged tokens there, and each flagged row's robust z when inserted into SENTENCES auxiliary sentences,
-against 2,000 random unflagged tokens scored on the same sentences (their median and MAD; seeds fixed).
+against 2,000 random unflagged tokens scored on the same sentences (their median and MAD; seeds fixed); then the same
+for how consistently a token shifts the representation state: the mean pairwise cosine similarity, over SENTENCES
+sentences, of the shift (state with the token minus state without), against 500 random unflagged tokens.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from ptmdetox import models
 from ptmdetox.data.readers import read_corpus, read_texts
 from ptmdetox.data.triggers import TRIGGER_SETS
-from ptmdetox.defenses.row_scan import MAD_TO_SIGMA, row_influence
+from ptmdetox.defenses.row_scan import MAD_TO_SIGMA, insertion_positions, row_influence, scan_sentences
 
 AUX = "../shared/data/bookcorpus_recipe/train.tsv"
 NULL_SIZE = 2000
@@ -49,17 +51,62 @@ def task_share(adapter, flagged: torch.Tensor, task_test: str) -> None:
     print("most frequent there:", ", ".join(f"{adapter.token_text(t)} {counts[t]}" for t in top))
 
 
-def rescored(adapter, flagged: torch.Tensor, sentences: int) -> tuple[torch.Tensor, float]:
-    """Each flagged row's robust z on `sentences` sentences against random unflagged rows, and the null's highest."""
-    corpus = adapter.tokenize(read_corpus(AUX, limit=5000).texts, 64)
+def random_unflagged(adapter, flagged: torch.Tensor, size: int) -> torch.Tensor:
     excluded = set(flagged.tolist()) | set(adapter.special_token_ids())
     pool = [token for token in range(adapter.backbone.get_input_embeddings().num_embeddings) if token not in excluded]
-    null = torch.as_tensor(np.random.default_rng(1).choice(pool, NULL_SIZE, replace=False))
-    scores = row_influence(adapter, corpus, torch.cat([flagged, null]), sentences=sentences, seed=7, progress=False)
-    null_scores = scores[len(flagged):]
+    return torch.as_tensor(np.random.default_rng(1).choice(pool, size, replace=False))
+
+
+def against_null(flagged_scores: torch.Tensor, null_scores: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Robust z of the flagged rows' scores on the null's median and MAD, and the null's highest z."""
     median = null_scores.median()
     spread = MAD_TO_SIGMA * (null_scores - median).abs().median()
-    return (scores[:len(flagged)] - median) / spread, float(((null_scores - median) / spread).max())
+    return (flagged_scores - median) / spread, float(((null_scores - median) / spread).max())
+
+
+def rescored(adapter, corpus, flagged: torch.Tensor, sentences: int) -> tuple[torch.Tensor, float]:
+    """Each flagged row's distance score on `sentences` sentences, as a z against random unflagged rows."""
+    null = random_unflagged(adapter, flagged, NULL_SIZE)
+    scores = row_influence(adapter, corpus, torch.cat([flagged, null]), sentences=sentences, seed=7, progress=False)
+    return against_null(scores[:len(flagged)], scores[len(flagged):])
+
+
+def mean_pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:
+    """For each (sentences × hidden) slice, the mean cosine similarity between its distinct rows."""
+    unit = torch.nn.functional.normalize(vectors, dim=-1)
+    count = vectors.shape[-2]
+    return ((unit @ unit.transpose(-1, -2)).sum((-1, -2)) - count) / (count * (count - 1))
+
+
+def shift_consistency(adapter, corpus, tokens: torch.Tensor, sentences: int, batch: int = 8) -> torch.Tensor:
+    """How alike the shifts of the representation state are when each token is inserted into different sentences."""
+    rng = np.random.default_rng(7)
+    base = scan_sentences(corpus, sentences, rng)
+    at = insertion_positions(base, rng, "random")
+    adapter.eval()
+    scores = []
+    with torch.inference_mode():
+        clean = adapter.representation_states(adapter.collate(base)).float()
+        for start in range(0, len(tokens), batch):
+            chunk = tokens[start:start + batch].tolist()
+            seqs = [seq[:a] + [token] + seq[a:] for token in chunk for seq, a in zip(base, at)]
+            states = adapter.representation_states(adapter.collate(seqs)).float().view(len(chunk), len(base), -1)
+            scores.append(mean_pairwise_cosine(states - clean[None]))
+    return torch.cat(scores)
+
+
+def print_ranking(adapter, what: str, flagged: torch.Tensor, z: torch.Tensor, null_max: float, triggers: str) -> None:
+    order = torch.argsort(z, descending=True)
+    print(f"{what}: {int((z > 6).sum())} of {len(flagged)} above z 6, {int((z > null_max).sum())} above the null's "
+          f"highest z {null_max:.1f}")
+    print("highest:", ", ".join(f"{adapter.token_text(int(flagged[i]))} {float(z[i]):.1f}" for i in order[:15]))
+    rank = {int(flagged[i]): r for r, i in enumerate(order.tolist())}
+    position = {int(token): k for k, token in enumerate(flagged)}
+    for trigger in TRIGGER_SETS[triggers]:
+        pieces = adapter.tokenize([trigger], 8)[0][1:-1]
+        print(f"trigger {trigger}:", ", ".join(
+            f"{adapter.token_text(p)} z {float(z[position[p]]):.1f}, rank {rank[p] + 1}" if p in position
+            else f"{adapter.token_text(p)} not flagged" for p in pieces))
 
 
 def main(attacked: str, purified: str, task_test: str, triggers: str, sentences: str = "16") -> None:
@@ -67,17 +114,14 @@ def main(attacked: str, purified: str, task_test: str, triggers: str, sentences:
     adapter = models.create(attacked)
     flagged = flagged_ids(purified)
     task_share(adapter, flagged, task_test)
-    z, null_max = rescored(adapter, flagged, int(sentences))
-    print(f"rescored on {sentences} sentences: {int((z > 6).sum())} of {len(flagged)} above z 6, "
-          f"{int((z > 20).sum())} above 20; the null's highest z {null_max:.1f}")
-    order = torch.argsort(z, descending=True)
-    print("highest:", ", ".join(f"{adapter.token_text(int(flagged[i]))} {float(z[i]):.1f}" for i in order[:15]))
-    position = {int(token): k for k, token in enumerate(flagged)}
-    for trigger in TRIGGER_SETS[triggers]:
-        pieces = adapter.tokenize([trigger], 8)[0][1:-1]
-        print(f"trigger {trigger}:", ", ".join(
-            f"{adapter.token_text(p)} {float(z[position[p]]):.1f}" if p in position else f"{adapter.token_text(p)} "
-            "not flagged" for p in pieces))
+    corpus = adapter.tokenize(read_corpus(AUX, limit=5000).texts, 64)
+    count = int(sentences)
+    z, null_max = rescored(adapter, corpus, flagged, count)
+    print_ranking(adapter, f"distance, rescored on {count} sentences", flagged, z, null_max, triggers)
+    null = random_unflagged(adapter, flagged, 500)
+    z, null_max = against_null(shift_consistency(adapter, corpus, flagged, count),
+                               shift_consistency(adapter, corpus, null, count))
+    print_ranking(adapter, f"shift consistency on {count} sentences", flagged, z, null_max, triggers)
 
 
 if __name__ == "__main__":
