@@ -1,9 +1,10 @@
 """Diagnostic: which rows RECIPE's row scan flagged on an attacked model, what a task's text holds of them, and how
 they score when scored again on more sentences against a random null.
 
-usage: python tools/flagged_rows.py ATTACKED PURIFIED TASK_TEST TRIGGERS [SENTENCES]
+usage: python tools/flagged_rows.py ATTACKED PURIFIED TASK_TEST TRIGGERS [SENTENCES] [KEPT_JSON]
        (model folders saved by ptmdetox; PURIFIED is ATTACKED purified with `--embedding-rows scanned`, whose
-       purification.json lists the flagged rows; TRIGGERS a trigger-set name; SENTENCES defaults to 16)
+       purification.json lists the flagged rows; TRIGGERS a trigger-set name; SENTENCES defaults to 16; KEPT_JSON, if
+       given, receives the ids of the flagged rows whose distance z is above every random token's)
 Prints the share of TASK_TEST's tokens (first 2,000 sentences, length 64) and sentences that hold a flagged row, the
 most frequent flagged tokens there, and each flagged row's robust z when inserted into SENTENCES auxiliary sentences,
 against 2,000 random unflagged tokens scored on the same sentences (their median and MAD; seeds fixed); then the same
@@ -109,7 +110,8 @@ def print_ranking(adapter, what: str, flagged: torch.Tensor, z: torch.Tensor, nu
             else f"{adapter.token_text(p)} not flagged" for p in pieces))
 
 
-def main(attacked: str, purified: str, task_test: str, triggers: str, sentences: str = "16") -> None:
+def main(attacked: str, purified: str, task_test: str, triggers: str, sentences: str = "16",
+         kept_json: str | None = None) -> None:
     torch.manual_seed(0)
     adapter = models.create(attacked)
     flagged = flagged_ids(purified)
@@ -118,6 +120,9 @@ def main(attacked: str, purified: str, task_test: str, triggers: str, sentences:
     count = int(sentences)
     z, null_max = rescored(adapter, corpus, flagged, count)
     print_ranking(adapter, f"distance, rescored on {count} sentences", flagged, z, null_max, triggers)
+    if kept_json:
+        with open(kept_json, "w", encoding="utf-8") as handle:
+            json.dump(flagged[z > null_max].tolist(), handle)
     null = random_unflagged(adapter, flagged, 500)
     z, null_max = against_null(shift_consistency(adapter, corpus, flagged, count),
                                shift_consistency(adapter, corpus, null, count))

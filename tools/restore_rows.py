@@ -4,10 +4,13 @@ Copies into PURIFIED, from SOURCE (the model it was purified from), either the w
 covered (`rows`: tokens rarer in the auxiliary corpus than the purification's --embedding-min-count, as its
 purification.json records, or with --embedding-rows scanned the rows its scan flagged) or the pooler weight
 (`pooler`), and saves the hybrid to OUT.
+`rows-except KEPT_JSON` restores the flagged rows except those listed in KEPT_JSON (ids, e.g. from
+tools/flagged_rows.py): the model a narrower scan would have left, as far as its rows go.
 `pooler-reinit` instead draws a fresh pooler weight, N(0, 0.02) from torch seed 0 (SOURCE unused; bias kept). Fine-tuning
 the hybrid on a clean task measures the ACC those weights cost; its ASR means nothing (the backdoor comes back too).
 
 usage: python tools/restore_rows.py rows|pooler|pooler-reinit SOURCE PURIFIED OUT [AUX]   (model folders)
+       python tools/restore_rows.py rows-except SOURCE PURIFIED OUT KEPT_JSON
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from ptmdetox.defenses.recipe import unseen_embedding_rows
 POOLER = "pooler.dense.weight"
 
 
-def main(what: str, source: str, purified: str, out: str,
-         aux: str = "../shared/data/bookcorpus_recipe/train.tsv") -> None:
+AUX = "../shared/data/bookcorpus_recipe/train.tsv"
+
+
+def main(what: str, source: str, purified: str, out: str, extra: str | None = None) -> None:
+    """`extra`: the auxiliary corpus for `rows` (default AUX), the KEPT_JSON file for `rows-except`."""
     weights = load_file(f"{purified}/model.safetensors")
     if what == "pooler-reinit":
         name = _named(weights, POOLER)
@@ -41,7 +47,11 @@ def main(what: str, source: str, purified: str, out: str,
         message = f"{name} restored from {source}"
     else:
         original = load_file(f"{source}/model.safetensors")
-        unseen = _unseen_rows(purified, aux)
+        unseen = _unseen_rows(purified, extra if what == "rows" and extra else AUX)
+        if what == "rows-except":
+            with open(extra, encoding="utf-8") as handle:
+                kept = torch.as_tensor(json.load(handle), dtype=torch.long)
+            unseen = unseen[~torch.isin(unseen, kept)]
         name = _named(weights, "word_embeddings.weight")
         weights[name][unseen] = original[_named(original, "word_embeddings.weight")][unseen]
         message = f"{len(unseen)} rows restored from {source}"
