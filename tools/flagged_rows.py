@@ -25,17 +25,18 @@ import torch
 from ptmdetox import models
 from ptmdetox.data.readers import read_corpus, read_texts
 from ptmdetox.data.triggers import TRIGGER_SETS
-from ptmdetox.defenses.row_scan import MAD_TO_SIGMA, insertion_positions, row_influence, scan_sentences
+from ptmdetox.defenses.row_scan import insertion_positions, robust_z, row_influence, scan_sentences
 
 AUX = "../shared/data/bookcorpus_recipe/train.tsv"
 NULL_SIZE = 2000
 
 
 def flagged_ids(purified: str) -> torch.Tensor:
+    """The rows the purification's row scan flagged, as its purification.json lists them."""
     with open(os.path.join(purified, "purification.json"), encoding="utf-8") as handle:
         record = json.load(handle)
     if "flagged_ids" not in record.get("row_scan", {}):
-        sys.exit(f"{purified}: its record lists no rows flagged by a row scan")
+        sys.exit(f"{purified}: its record does not list rows flagged by a row scan")
     return torch.as_tensor(record["row_scan"]["flagged_ids"], dtype=torch.long)
 
 
@@ -60,9 +61,7 @@ def random_unflagged(adapter, flagged: torch.Tensor, size: int) -> torch.Tensor:
 
 def against_null(flagged_scores: torch.Tensor, null_scores: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Robust z of the flagged rows' scores on the null's median and MAD, and the null's highest z."""
-    median = null_scores.median()
-    spread = MAD_TO_SIGMA * (null_scores - median).abs().median()
-    return (flagged_scores - median) / spread, float(((null_scores - median) / spread).max())
+    return robust_z(flagged_scores, null_scores), float(robust_z(null_scores).max())
 
 
 def rescored(adapter, corpus, flagged: torch.Tensor, sentences: int) -> tuple[torch.Tensor, float]:

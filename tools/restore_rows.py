@@ -27,9 +27,9 @@ from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.defenses.recipe import unseen_embedding_rows
 
+from flagged_rows import flagged_ids   # tools/, the script's own folder
+
 POOLER = "pooler.dense.weight"
-
-
 AUX = "../shared/data/bookcorpus_recipe/train.tsv"
 
 
@@ -66,9 +66,7 @@ def _unseen_rows(purified: str, aux: str) -> torch.Tensor:
         record = json.load(handle)
     config = record["config"]
     if config.get("embedding_rows") == "scanned":
-        if "flagged_ids" not in record.get("row_scan", {}):
-            sys.exit(f"{purified}: its record does not list the rows the scan flagged (written before it did)")
-        return torch.tensor(record["row_scan"]["flagged_ids"], dtype=torch.long)
+        return flagged_ids(purified)
     adapter = models.create(purified)
     embedding = adapter.parameters_matching([adapter.token_embedding])
     texts = read_corpus(aux, limit=record.get("corpus_size")).texts

@@ -79,9 +79,11 @@ def row_influence(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates
     return torch.cat(scores) if scores else torch.zeros(0)
 
 
-def robust_z(scores: torch.Tensor) -> torch.Tensor:
-    median = scores.median()
-    spread = MAD_TO_SIGMA * (scores - median).abs().median()
+def robust_z(scores: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """`scores` in robust standard deviations from the median of `reference` (default: of `scores` themselves)."""
+    reference = scores if reference is None else reference
+    median = reference.median()
+    spread = MAD_TO_SIGMA * (reference - median).abs().median()
     return (scores - median) / spread.clamp_min(1e-12)
 
 
