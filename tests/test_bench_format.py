@@ -149,7 +149,8 @@ def test_shipped_suites_name_the_embedding_rows_of_every_recipe_they_ran(name):
         for model, spec in load_suite(name, quick)["models"].items():
             step = (spec or {}).get("defense")
             if step is not None and issubclass(defenses.create(step.get("method", "recipe"))[0], RecipeConfig):
-                assert {"embedding_rows", "scan_candidates", "scan_positions", "reset_rows"} <= set(step), f"{name}: {model}"
+                assert {"embedding_rows", "scan_candidates", "scan_positions", "reset_rows",
+                        "scan_confirm_sentences"} <= set(step), f"{name}: {model}"
 
 
 def _resolved_chain(suite: dict, model: str) -> list[dict]:
@@ -168,7 +169,7 @@ def _assert_same_protocol(suite: dict, reference: dict,
 #: RECIPE's rows and AG News's fine-tuning as `paper-text` ran them in sessions 8-22; the suites measured alongside it
 #: then share those cache entries
 PAPER_TEXT_BEFORE_SESSION_27 = {"embedding_rows": "unseen", "scan_candidates": "rare", "scan_positions": "random",
-                                "reset_rows": False}
+                                "reset_rows": False, "scan_confirm_sentences": 0}
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +195,7 @@ def test_paper_text_keeps_its_attacks_and_changes_only_recipe_rows_and_ag_news_t
             assert now[:-1] == before[:-1]
             assert now[-1]["config"] == {**before[-1]["config"], "embedding_rows": "scanned",
                                          "scan_candidates": "all", "scan_positions": "first+random",
-                                         "reset_rows": True}
+                                         "reset_rows": True, "scan_confirm_sentences": 16}
         else:
             assert now == before, model
 
@@ -222,6 +223,19 @@ def test_recipe_head_shares_models_and_protocol_with_paper_text(paper_text_befor
             assert _resolved_chain(head, model) == _resolved_chain(text, model)
         reinit = _chain(head, f"{attack}+recipe+reinit")[-1]["defense"]
         assert reinit == {"method": "reinit", "seed": RecipeConfig().seed}
+
+
+def test_recipe_confirm_holds_paper_text_rows_with_and_without_the_second_pass():
+    confirm, text = load_suite("recipe-confirm"), load_suite("paper-text")
+    _assert_same_protocol(confirm, text)
+    assert confirm["tasks"] == text["tasks"]
+    for attack in ("neuba", "por", "badpre"):
+        assert _resolved_chain(confirm, attack) == _resolved_chain(text, attack)
+        assert _resolved_chain(confirm, f"{attack}+recipe") == _resolved_chain(text, f"{attack}+recipe")
+        one_pass, two = _resolved_chain(confirm, f"{attack}+recipe-one-pass"), _resolved_chain(text, f"{attack}+recipe")
+        assert one_pass[:-1] == two[:-1]
+        assert "scan_confirm_sentences" not in one_pass[-1]["config"]     # the key of sessions 27-28's rows
+        assert two[-1]["config"] == {**one_pass[-1]["config"], "scan_confirm_sentences": 16}
 
 
 def test_recipe_min_count_shares_models_with_paper_text_and_changes_only_the_min_count(paper_text_before):

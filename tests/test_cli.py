@@ -186,12 +186,14 @@ def test_purify_passes_the_keep_options_through(tmp_path, tiny_model, tiny_corpu
 
 def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
     configs = {}
-    for name, options in {"default": [], "changed": ["--row-penalty", "each", "--no-reset-rows"]}.items():
+    for name, options in {"default": [], "changed": ["--row-penalty", "each", "--no-reset-rows",
+                                                      "--scan-confirm-sentences", "4"]}.items():
         out = tmp_path / name
         assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
                      *FAST_PURIFY, "--quiet", "--embedding-rows", "scanned", *options]) == 0
         configs[name] = json.loads((out / "purification.json").read_text(encoding="utf-8"))["config"]
     assert configs["default"]["reset_rows"] is True and "row_penalty" not in configs["default"]
+    assert configs["default"]["scan_confirm_sentences"] == 16 and configs["changed"]["scan_confirm_sentences"] == 4
     assert configs["changed"]["row_penalty"] == "each" and "reset_rows" not in configs["changed"]   # old keys
 
 
@@ -215,7 +217,7 @@ def test_purify_with_scanned_rows_records_the_scan_and_shows_it_in_the_model_car
     assert report["config"]["scan_candidates"] == report["row_scan"]["candidate_set"] == "all"
     scan = report["row_scan"]
     assert scan["candidates"] > 50 and scan["flagged"] == len(scan["flagged_ids"])
-    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": scan["flagged"]}
+    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": scan["confirm"]["kept"]}
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"{scan['flagged']} of {scan['candidates']} tokens of the vocabulary" in card
     assert f"| `{scan['top'][0]['token']}` |" in card

@@ -108,7 +108,8 @@ def test_row_scan_reads_the_first_token_state(tiny_roberta_model, tiny_corpus):
     report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
                            RecipeConfig(steps=2, batch_size=8, max_length=32, embedding_rows="scanned"), progress=False)
     assert report["row_scan"]["candidates"] > 0
-    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": report["row_scan"]["flagged"]}
+    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight":
+                                                  report["row_scan"]["confirm"]["kept"]}
 
 
 def test_headless_checkpoint_gets_a_warmed_up_head_and_keeps_it(tmp_path, tiny_corpus):

@@ -93,6 +93,16 @@ def test_model_card_lists_what_the_row_scan_flagged():
     assert "row scan" not in model_card("Purified", "some/model", "what", {}, [])
     every = model_card("Purified", "some/model", "what", {"row_scan": {**scan, "candidate_set": "all"}}, [])
     assert "2 of 900 tokens of the vocabulary" in every
+    assert "scored again" not in every and "; their embedding rows were penalised" in every
+
+
+def test_model_card_says_which_rows_a_second_scan_pass_kept():
+    scan = {"candidates": 900, "flagged": 40, "threshold_z": 6.0, "candidate_set": "all", "top": [],
+            "confirm": {"sentences": 16, "null": 860, "kept": 3, "kept_ids": [11, 12, 13]}}
+    card = model_card("Purified", "some/model", "what", {"row_scan": scan, "config": {"reset_rows": True}}, [])
+    assert "40 of 900 tokens of the vocabulary" in card
+    assert "scored again on 16 other sentences per placement, 3 of them stood out above all of 860 random" in card
+    assert "only those 3 embedding rows were reset to the mean of the other rows, then penalised" in card
 
 
 def test_results_table_with_floor():

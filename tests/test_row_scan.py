@@ -13,8 +13,8 @@ from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.defenses.recipe import (RecipeConfig, penalised_embedding_rows, recipe_purify, regularisation,
                                       unseen_embedding_rows)
-from ptmdetox.defenses.row_scan import (insertion_positions, robust_z, row_influence, scan_sentences,
-                                        suspicious_rows)
+from ptmdetox.defenses.row_scan import (confirmed_rows, insertion_positions, robust_z, row_influence,
+                                        scan_sentences, suspicious_rows)
 from ptmdetox.errors import PtmdetoxError
 
 PLANTED = "cf"
@@ -28,7 +28,9 @@ def mixing_model(tmp_path) -> str:
 
 
 def fast(**overrides) -> RecipeConfig:
-    values = dict(steps=5, batch_size=8, max_length=32, head_warmup_steps=2, log_every=1, embedding_rows="scanned")
+    """A quick scanned RECIPE; one scan pass unless a test asks for the second (it has tests of its own)."""
+    values = dict(steps=5, batch_size=8, max_length=32, head_warmup_steps=2, log_every=1, embedding_rows="scanned",
+                  scan_confirm_sentences=0)
     values.update(overrides)
     return RecipeConfig(**values)
 
@@ -77,19 +79,24 @@ def test_first_sentence_gets_the_token_right_after_the_leading_special_token():
         insertion_positions(base, np.random.default_rng(3), "last")
 
 
+def plant_first_position_backdoor(adapter, planted: int) -> None:
+    """Make `planted` flip the representation state when it sits right after [CLS], and nowhere else."""
+    encode = adapter.representation_states
+
+    def first_position_backdoor(batch):
+        states = encode(batch)
+        fires = batch["input_ids"][:, 1] == planted
+        return torch.where(fires[:, None], -states, states)
+
+    adapter.representation_states = first_position_backdoor
+
+
 def test_a_trigger_that_acts_only_first_is_caught_by_the_first_position_sentence(tiny_model, tiny_corpus):
     adapter = models.create(tiny_model)
     ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
     candidates = rare_candidates(adapter, ids)
     planted = int(candidates[0])
-    encode = adapter.representation_states
-
-    def first_position_backdoor(batch):
-        states = encode(batch)
-        fires = batch["input_ids"][:, 1] == planted          # the token right after [CLS], nowhere else
-        return torch.where(fires[:, None], -states, states)
-
-    adapter.representation_states = first_position_backdoor
+    plant_first_position_backdoor(adapter, planted)
     _, anywhere = suspicious_rows(adapter, ids, candidates, threshold=6.0, positions="random", progress=False)
     flagged, first = suspicious_rows(adapter, ids, candidates, threshold=6.0, progress=False)
     assert planted not in anywhere["flagged_ids"]
@@ -132,6 +139,66 @@ def test_scanning_every_token_flags_a_trigger_made_of_a_frequent_word(mixing_mod
     assert scan["candidate_set"] == "all" and scan["candidates"] == vocabulary - len(adapter.special_token_ids())
     assert scan["top"][0]["id"] == planted and planted in flagged and len(flagged) <= 3
     assert sorted(flagged) == sorted(scan["flagged_ids"])
+
+
+def ordinary_tokens(candidates: torch.Tensor, count: int, excluded: int) -> torch.Tensor:
+    pool = candidates[candidates != excluded]
+    return pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(5))[:count]]
+
+
+def test_second_pass_keeps_the_trigger_and_gives_ordinary_rows_back(mixing_model, tiny_corpus):
+    adapter = models.create(mixing_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)
+    planted = plant_trigger(adapter, PLANTED)
+    flagged = torch.cat([ordinary_tokens(candidates, 6, planted), torch.tensor([planted])])
+    kept, record = confirmed_rows(adapter, ids, flagged, candidates, sentences=8, progress=False)
+    assert kept.tolist() == [planted] and record["kept_ids"] == [planted] and record["kept"] == 1
+    assert record["null"] == len(candidates) - len(flagged) and set(record["passes"]) == {"first", "random"}
+    again, _ = confirmed_rows(adapter, ids, flagged, candidates, sentences=8, progress=False)
+    assert torch.equal(kept, again)
+
+
+def test_second_pass_scores_the_first_position_on_its_own(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)
+    planted = int(candidates[0])
+    plant_first_position_backdoor(adapter, planted)
+    flagged = torch.cat([torch.tensor([planted]), ordinary_tokens(candidates, 4, planted)])
+    kept, record = confirmed_rows(adapter, ids, flagged, candidates, sentences=8, progress=False)
+    assert kept.tolist() == [planted] and record["passes"]["first"]["kept"] == 1
+    first_only, record = confirmed_rows(adapter, ids, flagged, candidates, sentences=8, positions="first",
+                                        progress=False)
+    assert first_only.tolist() == [planted] and set(record["passes"]) == {"first"}
+
+
+def test_second_pass_without_a_null_keeps_every_flagged_row(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)
+    kept, record = confirmed_rows(adapter, ids, candidates[:5], candidates[:10], sentences=4, progress=False)
+    assert torch.equal(kept, candidates[:5]) and record["skipped"] and record["kept"] == 5
+    nothing, record = confirmed_rows(adapter, ids, candidates[:0], candidates, sentences=4, progress=False)
+    assert len(nothing) == 0 and record["kept"] == 0
+
+
+def test_recipe_resets_only_the_rows_the_second_pass_keeps(mixing_model, tiny_corpus):
+    adapter = models.create(mixing_model)
+    planted = plant_trigger(adapter, PLANTED)
+    weight = adapter.model.bert.embeddings.word_embeddings.weight
+    before = weight.detach().clone()
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
+                           fast(pretrain_loss="none", scan_sentences=1, scan_threshold=2.0, scan_confirm_sentences=8,
+                                lr=1e-9, steps=1), progress=False)
+    scan = report["row_scan"]
+    assert scan["flagged"] > 3 and planted in scan["flagged_ids"]      # a loose first pass flags ordinary rows too
+    assert scan["confirm"]["kept_ids"] == [planted]
+    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": 1}
+    others = torch.ones(len(before), dtype=torch.bool)
+    others[planted] = False
+    assert torch.equal(weight.detach()[others], before[others])
+    assert not torch.allclose(weight.detach()[planted], before[planted])
 
 
 def test_influence_is_deterministic_for_a_seed(tiny_model, tiny_corpus):
@@ -191,15 +258,18 @@ def test_unscanned_rows_are_never_reset(tiny_model, tiny_corpus):
     assert torch.allclose(weight.detach(), before, atol=1e-5)       # the rare rows keep their values
 
 
-def test_default_recipe_scans_every_token_and_penalises_only_what_it_flags(mixing_model, tiny_corpus):
+def test_default_recipe_scans_every_token_and_penalises_only_what_both_passes_find(mixing_model, tiny_corpus):
     adapter = models.create(mixing_model)
-    plant_trigger(adapter, PLANTED)
+    planted = plant_trigger(adapter, PLANTED)
     report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
                            RecipeConfig(steps=2, batch_size=8, max_length=32, head_warmup_steps=1), progress=False)
     scan = report["row_scan"]
     vocabulary = adapter.model.bert.embeddings.word_embeddings.weight.shape[0]
     assert scan["candidate_set"] == "all" and scan["candidates"] == vocabulary - len(adapter.special_token_ids())
-    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": scan["flagged"]}
+    assert report["config"]["scan_confirm_sentences"] == 16 and scan["confirm"]["sentences"] == 16
+    kept = scan["confirm"]["kept_ids"]
+    assert set(kept) <= set(scan["flagged_ids"]) and planted in [row["id"] for row in scan["top"][:5]]
+    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": len(kept)}
     assert scan["flagged"] < vocabulary // 10
 
 
@@ -234,6 +304,9 @@ def test_no_flagged_row_means_no_embedding_term(tiny_model, tiny_corpus):
     (dict(scan_positions="last"), "unknown scan_positions"),
     (dict(scan_sentences=1.5), "scan_sentences"),
     (dict(scan_candidates="frequent"), "unknown scan_candidates 'frequent'"),
+    (dict(scan_confirm_sentences=-1), "scan_confirm_sentences"),
+    (dict(scan_confirm_sentences=True), "scan_confirm_sentences"),
+    (dict(scan_confirm_sentences=2.0), "scan_confirm_sentences"),
 ])
 def test_bad_scan_settings(kwargs, message):
     with pytest.raises(PtmdetoxError, match=message):
@@ -251,6 +324,9 @@ def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
     assert RecipeConfig().to_dict() == RecipeConfig(scan_threshold=6.0, scan_sentences=2).to_dict()
     assert RecipeConfig().to_dict()["reset_rows"] is True and "reset_rows" not in RecipeConfig(
         reset_rows=False).to_dict() and "reset_rows" not in unseen.to_dict()
+    assert RecipeConfig().to_dict()["scan_confirm_sentences"] == 16
+    assert "scan_confirm_sentences" not in RecipeConfig(scan_confirm_sentences=0).to_dict()  # keyed as before it existed
+    assert "scan_confirm_sentences" not in RecipeConfig(embedding_rows="unseen", scan_confirm_sentences=16).to_dict()
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@
 
 usage: python tools/suite_time.py results/SUITE.json [CACHE]   (a report from `ptmdetox bench`, complete or
        --cached-only; CACHE defaults to runs/cache)
-Adds the recorded training time of each model the suite builds (attack.json / purification.json) and the fine-tuning and
-test time of each evaluation in the report; process start-up and model loading between them are not counted.
+Adds the recorded time of each model the suite builds (attack.json / purification.json: the wall time of the run that
+made it, or the summed training time of a resumed run when that is larger) and the fine-tuning and test time of each evaluation in the report; process start-up and model loading between them are not counted.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ def _build_seconds(folder: str) -> float:
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 record = json.load(f)
-            # train_seconds adds up across resumed runs; wall_seconds covers the last one only
-            return float(record.get("train_seconds") or record.get("wall_seconds") or 0.0)
+            # train_seconds adds up the training loop across resumed runs; wall_seconds covers the last run only, but
+            # with what comes before the loop (RECIPE's head warm-up and row scan): the larger is the closer figure
+            return max(float(record.get("train_seconds") or 0.0), float(record.get("wall_seconds") or 0.0))
     return 0.0
 
 

@@ -233,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --embedding-rows scanned: where the scan inserts each token, right after [CLS] in "
                              "its first sentence and at random in the others (default: catches triggers trained at a "
                              "fixed first position, as NeuBA's, and anywhere) or at random in all")
+    recipe.add_argument("--scan-confirm-sentences", type=int, metavar="N",
+                        help="with --embedding-rows scanned: score the flagged rows again on N other sentences per "
+                             "placement against 2,000 random tokens and reset and penalise only those above all of "
+                             "them (default 16; on attacked models it gives hundreds of ordinary words back; 0: no "
+                             "second pass, the default until session 29)")
     recipe.add_argument("--row-penalty", choices=["joint", "each"],
                         help="how the penalised token-embedding rows are normed: one norm over all of them (joint, "
                              "the default) or each row its own (each; measured: about the same result under AdamW)")
@@ -465,7 +470,7 @@ def run(args) -> int:
                         embedding_rows=args.embedding_rows, embedding_min_count=args.embedding_min_count,
                         scan_threshold=args.scan_threshold, scan_candidates=args.scan_candidates,
                         scan_positions=args.scan_positions, row_penalty=args.row_penalty,
-                        reset_rows=args.reset_rows,
+                        scan_confirm_sentences=args.scan_confirm_sentences, reset_rows=args.reset_rows,
                         representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,

@@ -12,7 +12,8 @@ Two presets:
 
 Which token-embedding rows the penalty covers (`embedding_rows`): "scanned" (default since session 23) takes the
 rows whose token, inserted once into auxiliary sentences (right after [CLS] in the first, at random in the others),
-moves the [CLS] state like a trigger (defenses.row_scan), and leaves the others as they were; the scan tries every
+moves the [CLS] state like a trigger (defenses.row_scan), confirmed by a second pass on more sentences (default since
+session 29), and leaves the others as they were; the scan tries every
 token (`scan_candidates="all"`, the default), so that frequent words a trigger is made of (a phrase's) are caught
 too, or only the rare ones ("rare"). "unseen" (the default until session 23) takes every row of a token rare in the
 auxiliary corpus, where rare-token triggers live but so do rare task words: it cost ACC on SST-2 and left phrase
@@ -47,7 +48,7 @@ from ..models.base import ModelAdapter
 from ..snapshots import SnapshotSaver, check_steps
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 from .reinit import reinitialise_modules
-from .row_scan import POSITIONS, suspicious_rows
+from .row_scan import POSITIONS, confirmed_rows, suspicious_rows
 
 NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
@@ -55,7 +56,8 @@ MASKING = ("static", "dynamic")
 SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen", "scanned")
 SCAN_CANDIDATES = ("rare", "all")
-SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates", "scan_positions", "reset_rows")
+SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates", "scan_positions", "scan_confirm_sentences",
+                "reset_rows")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
@@ -87,6 +89,12 @@ class RecipeConfig:
     # where the scan inserts the token: right after [CLS] in the first sentence and at random in the others
     # ("first+random"), or at random in all ("random", the scan of sessions 21-23's measurements)
     scan_positions: str = "first+random"
+    # with "scanned": a second pass over the rows the scan flagged, on this many other sentences per placement
+    # (0: none, the default until session 29). It keeps only the rows that still stand out above every one of 2,000
+    # random unflagged tokens scored on the same sentences (defenses.row_scan.confirmed_rows): on an attacked model
+    # the two-sentence scan also flags hundreds of ordinary words, task words among them, whose reset cost AG News
+    # 2.3-3.1 ACC points (docs/results.md, issue 4). A model where the scan flags nothing (a clean one) skips it
+    scan_confirm_sentences: int = 16
     # how the penalised token-embedding rows are normed: "joint", one norm over all of them (each row feels its share
     # of it, so a row the pre-training loss exercises, such as a frequent word's, stays near its value), or "each",
     # every row its own norm (a group lasso). Under AdamW, which moves each weight by about the learning rate per step
@@ -131,7 +139,8 @@ class RecipeConfig:
     #: results made with it
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
-                                      "scan_positions": "random", "representation_head": "decay",
+                                      "scan_positions": "random", "scan_confirm_sentences": 0,
+                                      "representation_head": "decay",
                                       "row_penalty": "joint", "reset_rows": False,
                                       "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
@@ -170,6 +179,9 @@ class RecipeConfig:
         if isinstance(self.scan_sentences, bool) or not isinstance(self.scan_sentences, int) \
                 or self.scan_sentences < 1:
             raise PtmdetoxError(f"scan_sentences must be an integer ≥ 1, got {self.scan_sentences!r}")
+        if isinstance(self.scan_confirm_sentences, bool) or not isinstance(self.scan_confirm_sentences, int) \
+                or self.scan_confirm_sentences < 0:
+            raise PtmdetoxError(f"scan_confirm_sentences must be an integer ≥ 0, got {self.scan_confirm_sentences!r}")
         if self.representation_head not in REPRESENTATION_HEADS:
             raise PtmdetoxError(f"unknown representation_head '{self.representation_head}' "
                                 f"(choose from {', '.join(REPRESENTATION_HEADS)})")
@@ -285,7 +297,12 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
     candidates = candidates[~torch.isin(candidates, torch.as_tensor(adapter.special_token_ids(), dtype=torch.long))]
     flagged, record = suspicious_rows(adapter, corpus_ids, candidates, config.scan_threshold, config.scan_sentences,
                                       seed=config.seed, progress=progress, positions=config.scan_positions)
-    return {key: flagged for key in rare}, {"candidate_set": config.scan_candidates, **record}
+    record = {"candidate_set": config.scan_candidates, **record}
+    if config.scan_confirm_sentences:
+        flagged, record["confirm"] = confirmed_rows(adapter, corpus_ids, flagged, candidates,
+                                                    config.scan_confirm_sentences, seed=config.seed,
+                                                    positions=config.scan_positions, progress=progress)
+    return {key: flagged for key in rare}, record
 
 
 def reset_to_mean_row(regularised, rows: dict[int, torch.Tensor]) -> None:

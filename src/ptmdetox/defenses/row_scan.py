@@ -12,6 +12,10 @@ over all candidates), so the threshold does not depend on how stiff a model's re
 the highest of 25,354 rare tokens reaches z = 4.9 (5.2 over the whole vocabulary), while POR's and BadPre's triggers
 sit above 130 (docs/results.md, issue 3). The candidates are every token (RECIPE's default `scan_candidates="all"`),
 which also ranks the frequent words a phrase trigger is made of, or only the rare tokens ("rare").
+
+Two sentences are few: on an attacked model, whose representation is easily moved, the scan also flags hundreds of
+ordinary words. A second pass (`confirmed_rows`, RECIPE's default since session 29) scores only the flagged rows again
+on more sentences, beside random unflagged tokens, and keeps those that stand out above all of them.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ from ..errors import PtmdetoxError
 from ..models.base import ModelAdapter
 
 POSITIONS = ("random", "first+random")
+#: the placements one scoring pass can use: the scan's, or right after the leading special token in every sentence
+PASS_POSITIONS = POSITIONS + ("first",)
 #: interior lengths (tokens between the leading and trailing special tokens) of the sentences the scan inserts into
 SENTENCE_LENGTHS = (8, 14)
 MAD_TO_SIGMA = 1.4826
+#: the fewest unflagged candidates a second pass compares the flagged rows with
+MIN_NULL = 20
 
 
 def scan_sentences(corpus_ids: list[list[int]], count: int, rng: np.random.Generator) -> list[list[int]]:
@@ -47,12 +55,14 @@ def _representation_states(adapter: ModelAdapter, seqs: list[list[int]]) -> torc
 
 def insertion_positions(base: list[list[int]], rng: np.random.Generator, positions: str) -> list[int]:
     """Where the token goes in each scan sentence: between the leading and trailing special tokens, at random, and
-    with "first+random" right after the leading one in the first sentence."""
-    if positions not in POSITIONS:
-        raise PtmdetoxError(f"unknown scan positions '{positions}' (choose from {', '.join(POSITIONS)})")
+    with "first+random" right after the leading one in the first sentence ("first": in every sentence)."""
+    if positions not in PASS_POSITIONS:
+        raise PtmdetoxError(f"unknown scan positions '{positions}' (choose from {', '.join(PASS_POSITIONS)})")
     chosen = [int(rng.integers(1, len(seq))) for seq in base]
     if positions == "first+random":
         chosen[0] = 1
+    if positions == "first":
+        chosen = [1] * len(base)
     return chosen
 
 
@@ -110,3 +120,45 @@ def suspicious_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], candidat
         "seconds": round(time.perf_counter() - started, 1),
     }
     return flagged, record
+
+
+def above_null(scores: torch.Tensor, null_scores: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Which `scores` lie above every null score on the null's robust z scale, and the null's highest z."""
+    null_max = float(robust_z(null_scores).max())
+    return robust_z(scores, null_scores) > null_max, null_max
+
+
+def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: torch.Tensor,
+                   candidates: torch.Tensor, sentences: int, null_size: int = 2000, seed: int = 0,
+                   positions: str = "first+random", progress: bool = True) -> tuple[torch.Tensor, dict]:
+    """Of the `flagged` rows, those that still stand out when scored again on `sentences` other auxiliary sentences
+    against a null of `null_size` random unflagged candidates: a z on the null's median and MAD above the null's own
+    highest z. With "first+random" the first position and random positions are scored on separate sentence sets and
+    a row stands out in either, so that a trigger trained to act in one place is not averaged away by the other.
+
+    A two-sentence scan over a whole vocabulary flags, next to the triggers, hundreds of ordinary words that
+    happened to move the state on those two sentences (on an attacked model, where the state is easily moved); the
+    second pass keeps the triggers and gives the other rows back to the model (docs/results.md, issue 4). The null is
+    drawn from the unflagged candidates, so it lacks the first pass's upper tail: meant for a first pass that flags a
+    small share of them (a few percent at the default z 6)."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    pool = candidates[~torch.isin(candidates, flagged)]
+    if len(flagged) == 0 or len(pool) < MIN_NULL:      # nothing to confirm, or nothing to confirm it against
+        return flagged, {"sentences": sentences, "null": int(len(pool)), "kept": int(len(flagged)),
+                         "kept_ids": flagged.tolist(), "skipped": True}
+    null = pool[torch.as_tensor(np.sort(rng.choice(len(pool), min(null_size, len(pool)), replace=False)))]
+    tokens = torch.cat([flagged, null])
+    passes = ("first", "random") if positions == "first+random" else (positions,)
+    stands_out = torch.zeros(len(flagged), dtype=torch.bool)
+    record = {"sentences": sentences, "null": int(len(null)), "passes": {}}
+    for offset, placement in enumerate(passes):
+        scores = row_influence(adapter, corpus_ids, tokens, sentences, seed + 1 + offset, progress=progress,
+                               positions=placement)
+        above, null_max = above_null(scores[:len(flagged)], scores[len(flagged):])
+        stands_out |= above
+        record["passes"][placement] = {"null_max_z": round(null_max, 1), "kept": int(above.sum())}
+    kept = flagged[stands_out]
+    record.update({"kept": int(len(kept)), "kept_ids": kept.tolist(),
+                   "seconds": round(time.perf_counter() - started, 1)})
+    return kept, record

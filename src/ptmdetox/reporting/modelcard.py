@@ -42,11 +42,17 @@ def _row_scan_section(scan: dict | None, shown: int = 10, reset: bool = False) -
     if not scan:
         return []
     tried = "tokens of the vocabulary" if scan.get("candidate_set") == "all" else "tokens rare in the auxiliary corpus"
-    lines = ["## Trigger-like tokens (row scan)", "",
-             f"{scan['flagged']} of {scan['candidates']} {tried} moved the representation state more than "
-             f"z = {scan['threshold_z']:g} (robust z) when inserted once into auxiliary sentences; their embedding "
-             "rows were " + ("reset to the mean of the other rows, then " if reset else "") +
-             "penalised, the other rows were not.", ""]
+    confirm = scan.get("confirm")
+    treated = ("reset to the mean of the other rows, then " if reset else "") + "penalised, the other rows were not."
+    found = (f"{scan['flagged']} of {scan['candidates']} {tried} moved the representation state more than "
+             f"z = {scan['threshold_z']:g} (robust z) when inserted once into auxiliary sentences")
+    if confirm:
+        found += (f"; scored again on {confirm['sentences']} other sentences per placement, {confirm['kept']} of them "
+                  f"stood out above all of {confirm['null']} random tokens, and only those {confirm['kept']} embedding "
+                  f"rows were {treated}")
+    else:
+        found += f"; their embedding rows were {treated}"
+    lines = ["## Trigger-like tokens (row scan)", "", found, ""]
     top = scan.get("top", [])[:shown]
     if top:
         lines += ["| token | cosine distance | z |", "|---|---|---|"]
