@@ -91,12 +91,18 @@ def plant_first_position_backdoor(adapter, planted: int) -> None:
     adapter.representation_states = first_position_backdoor
 
 
-def test_a_trigger_that_acts_only_first_is_caught_by_the_first_position_sentence(tiny_model, tiny_corpus):
-    adapter = models.create(tiny_model)
-    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+def with_first_position_backdoor(model: str, corpus: str):
+    """The model with a first-position backdoor on its first rare token: (adapter, corpus ids, rare candidates, token)."""
+    adapter = models.create(model)
+    ids = adapter.tokenize(read_corpus(corpus).texts, 32)
     candidates = rare_candidates(adapter, ids)
     planted = int(candidates[0])
     plant_first_position_backdoor(adapter, planted)
+    return adapter, ids, candidates, planted
+
+
+def test_a_trigger_that_acts_only_first_is_caught_by_the_first_position_sentence(tiny_model, tiny_corpus):
+    adapter, ids, candidates, planted = with_first_position_backdoor(tiny_model, tiny_corpus)
     _, anywhere = suspicious_rows(adapter, ids, candidates, threshold=6.0, positions="random", progress=False)
     flagged, first = suspicious_rows(adapter, ids, candidates, threshold=6.0, progress=False)
     assert planted not in anywhere["flagged_ids"]
@@ -160,11 +166,7 @@ def test_second_pass_keeps_the_trigger_and_gives_ordinary_rows_back(mixing_model
 
 
 def test_second_pass_scores_the_first_position_on_its_own(tiny_model, tiny_corpus):
-    adapter = models.create(tiny_model)
-    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
-    candidates = rare_candidates(adapter, ids)
-    planted = int(candidates[0])
-    plant_first_position_backdoor(adapter, planted)
+    adapter, ids, candidates, planted = with_first_position_backdoor(tiny_model, tiny_corpus)
     flagged = torch.cat([torch.tensor([planted]), ordinary_tokens(candidates, 4, planted)])
     kept, record = confirmed_rows(adapter, ids, flagged, candidates, sentences=8, progress=False)
     assert kept.tolist() == [planted] and record["passes"]["first"]["kept"] == 1

@@ -3,7 +3,8 @@
 usage: python tools/suite_time.py results/SUITE.json [CACHE]   (a report from `ptmdetox bench`, complete or
        --cached-only; CACHE defaults to runs/cache)
 Adds the recorded time of each model the suite builds (attack.json / purification.json: the wall time of the run that
-made it, or the summed training time of a resumed run when that is larger) and the fine-tuning and test time of each evaluation in the report; process start-up and model loading between them are not counted.
+made it, or the summed training time of a resumed run when that is larger) and the fine-tuning and test time of each
+evaluation in the report; process start-up and model loading between them are not counted.
 """
 
 from __future__ import annotations

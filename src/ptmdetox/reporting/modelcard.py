@@ -43,6 +43,7 @@ def _row_scan_section(scan: dict | None, shown: int = 10, reset: bool = False) -
         return []
     tried = "tokens of the vocabulary" if scan.get("candidate_set") == "all" else "tokens rare in the auxiliary corpus"
     confirm = scan.get("confirm")
+    confirm = None if not confirm or confirm.get("skipped") else confirm    # a skipped pass changed nothing
     treated = ("reset to the mean of the other rows, then " if reset else "") + "penalised, the other rows were not."
     found = (f"{scan['flagged']} of {scan['candidates']} {tried} moved the representation state more than "
              f"z = {scan['threshold_z']:g} (robust z) when inserted once into auxiliary sentences")
