@@ -25,7 +25,7 @@ import torch
 from ptmdetox import models
 from ptmdetox.data.readers import read_corpus, read_texts
 from ptmdetox.data.triggers import TRIGGER_SETS
-from ptmdetox.defenses.row_scan import insertion_positions, robust_z, row_influence, scan_sentences
+from ptmdetox.defenses.row_scan import insertion_positions, row_influence, scan_sentences, z_against_null
 
 AUX = "../shared/data/bookcorpus_recipe/train.tsv"
 NULL_SIZE = 2000
@@ -59,16 +59,11 @@ def random_unflagged(adapter, flagged: torch.Tensor, size: int) -> torch.Tensor:
     return torch.as_tensor(np.random.default_rng(1).choice(pool, size, replace=False))
 
 
-def against_null(flagged_scores: torch.Tensor, null_scores: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Robust z of the flagged rows' scores on the null's median and MAD, and the null's highest z."""
-    return robust_z(flagged_scores, null_scores), float(robust_z(null_scores).max())
-
-
 def rescored(adapter, corpus, flagged: torch.Tensor, sentences: int) -> tuple[torch.Tensor, float]:
     """Each flagged row's distance score on `sentences` sentences, as a z against random unflagged rows."""
     null = random_unflagged(adapter, flagged, NULL_SIZE)
     scores = row_influence(adapter, corpus, torch.cat([flagged, null]), sentences=sentences, seed=7, progress=False)
-    return against_null(scores[:len(flagged)], scores[len(flagged):])
+    return z_against_null(scores[:len(flagged)], scores[len(flagged):])
 
 
 def mean_pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:
@@ -123,7 +118,7 @@ def main(attacked: str, purified: str, task_test: str, triggers: str, sentences:
         with open(kept_json, "w", encoding="utf-8") as handle:
             json.dump(flagged[z > null_max].tolist(), handle)
     null = random_unflagged(adapter, flagged, 500)
-    z, null_max = against_null(shift_consistency(adapter, corpus, flagged, count),
+    z, null_max = z_against_null(shift_consistency(adapter, corpus, flagged, count),
                                shift_consistency(adapter, corpus, null, count))
     print_ranking(adapter, f"shift consistency on {count} sentences", flagged, z, null_max, triggers)
 

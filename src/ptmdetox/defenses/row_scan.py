@@ -58,11 +58,11 @@ def insertion_positions(base: list[list[int]], rng: np.random.Generator, positio
     with "first+random" right after the leading one in the first sentence ("first": in every sentence)."""
     if positions not in PASS_POSITIONS:
         raise PtmdetoxError(f"unknown scan positions '{positions}' (choose from {', '.join(PASS_POSITIONS)})")
+    if positions == "first":
+        return [1] * len(base)
     chosen = [int(rng.integers(1, len(seq))) for seq in base]
     if positions == "first+random":
         chosen[0] = 1
-    if positions == "first":
-        chosen = [1] * len(base)
     return chosen
 
 
@@ -122,10 +122,9 @@ def suspicious_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], candidat
     return flagged, record
 
 
-def above_null(scores: torch.Tensor, null_scores: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Which `scores` lie above every null score on the null's robust z scale, and the null's highest z."""
-    null_max = float(robust_z(null_scores).max())
-    return robust_z(scores, null_scores) > null_max, null_max
+def z_against_null(scores: torch.Tensor, null_scores: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """`scores` as robust z on the null's median and MAD, and the null's own highest z."""
+    return robust_z(scores, null_scores), float(robust_z(null_scores).max())
 
 
 def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: torch.Tensor,
@@ -155,7 +154,8 @@ def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: 
     for offset, placement in enumerate(passes):
         scores = row_influence(adapter, corpus_ids, tokens, sentences, seed + 1 + offset, progress=progress,
                                positions=placement)
-        above, null_max = above_null(scores[:len(flagged)], scores[len(flagged):])
+        z, null_max = z_against_null(scores[:len(flagged)], scores[len(flagged):])
+        above = z > null_max
         stands_out |= above
         record["passes"][placement] = {"null_max_z": round(null_max, 1), "kept": int(above.sum())}
     kept = flagged[stands_out]
