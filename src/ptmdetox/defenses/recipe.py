@@ -64,6 +64,11 @@ REPRESENTATION_HEADS = ("decay", "reinit")
 ROW_PENALTIES = ("joint", "each")
 
 
+def _check_integer(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PtmdetoxError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+
+
 @dataclass
 class RecipeConfig:
     lam: float = 1.0
@@ -164,9 +169,7 @@ class RecipeConfig:
         if self.embedding_rows not in EMBEDDING_ROWS:
             raise PtmdetoxError(f"unknown embedding_rows '{self.embedding_rows}' "
                                 f"(choose from {', '.join(EMBEDDING_ROWS)})")
-        if isinstance(self.embedding_min_count, bool) or not isinstance(self.embedding_min_count, int) \
-                or self.embedding_min_count < 1:
-            raise PtmdetoxError(f"embedding_min_count must be an integer ≥ 1, got {self.embedding_min_count!r}")
+        _check_integer("embedding_min_count", self.embedding_min_count, 1)
         if self.scan_candidates not in SCAN_CANDIDATES:
             raise PtmdetoxError(f"unknown scan_candidates '{self.scan_candidates}' "
                                 f"(choose from {', '.join(SCAN_CANDIDATES)})")
@@ -176,12 +179,8 @@ class RecipeConfig:
             raise PtmdetoxError(f"unknown row_penalty '{self.row_penalty}' (choose from {', '.join(ROW_PENALTIES)})")
         if not self.scan_threshold > 0:
             raise PtmdetoxError(f"scan_threshold must be positive, got {self.scan_threshold!r}")
-        if isinstance(self.scan_sentences, bool) or not isinstance(self.scan_sentences, int) \
-                or self.scan_sentences < 1:
-            raise PtmdetoxError(f"scan_sentences must be an integer ≥ 1, got {self.scan_sentences!r}")
-        if isinstance(self.scan_confirm_sentences, bool) or not isinstance(self.scan_confirm_sentences, int) \
-                or self.scan_confirm_sentences < 0:
-            raise PtmdetoxError(f"scan_confirm_sentences must be an integer ≥ 0, got {self.scan_confirm_sentences!r}")
+        _check_integer("scan_sentences", self.scan_sentences, 1)
+        _check_integer("scan_confirm_sentences", self.scan_confirm_sentences, 0)
         if self.representation_head not in REPRESENTATION_HEADS:
             raise PtmdetoxError(f"unknown representation_head '{self.representation_head}' "
                                 f"(choose from {', '.join(REPRESENTATION_HEADS)})")
