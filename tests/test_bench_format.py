@@ -151,6 +151,8 @@ def test_shipped_suites_name_the_embedding_rows_of_every_recipe_they_ran(name):
             if step is not None and issubclass(defenses.create(step.get("method", "recipe"))[0], RecipeConfig):
                 assert {"embedding_rows", "scan_candidates", "scan_positions", "reset_rows",
                         "scan_confirm_sentences"} <= set(step), f"{name}: {model}"
+                if step["scan_confirm_sentences"]:
+                    assert "scan_phrase_words" in step, f"{name}: {model}"
 
 
 def _resolved_chain(suite: dict, model: str) -> list[dict]:
@@ -196,6 +198,7 @@ def test_paper_text_keeps_its_attacks_and_changes_only_recipe_rows_and_ag_news_t
             assert now[-1]["config"] == {**before[-1]["config"], "embedding_rows": "scanned",
                                          "scan_candidates": "all", "scan_positions": "first+random",
                                          "reset_rows": True, "scan_confirm_sentences": 16}
+            assert "scan_phrase_words" not in now[-1]["config"]     # measured before the phrase step existed
         else:
             assert now == before, model
 

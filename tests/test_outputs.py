@@ -106,6 +106,14 @@ def test_model_card_says_which_rows_a_second_scan_pass_kept():
     skipped = {**scan, "flagged": 0, "confirm": {"sentences": 16, "null": 900, "kept": 0, "kept_ids": [], "skipped": True}}
     card = model_card("Purified", "some/model", "what", {"row_scan": skipped}, [])
     assert "scored again" not in card and "0 of 900 tokens of the vocabulary" in card
+    phrase = {**scan, "confirm": {**scan["confirm"], "kept": 5, "kept_ids": [11, 12, 13, 20, 21],
+                                  "phrases": {"words": 30, "pairs": 870, "threshold_z": 10.0, "found_ids": [20, 21],
+                                              "top": [{"phrase": "after midnight", "z": 40.0},
+                                                      {"phrase": "the dog", "z": 3.0}]}}}
+    card = model_card("Purified", "some/model", "what", {"row_scan": phrase}, [])
+    assert ("3 of them stood out above all of 860 random tokens, and 2 more, of the 30 others nearest that bar, stood "
+            "out together, inserted side by side (`after midnight`); only those 5 embedding rows") in card
+    assert "the dog" not in card
 
 
 def test_results_table_with_floor():

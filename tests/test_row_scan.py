@@ -309,6 +309,8 @@ def test_no_flagged_row_means_no_embedding_term(tiny_model, tiny_corpus):
     (dict(scan_confirm_sentences=-1), "scan_confirm_sentences"),
     (dict(scan_confirm_sentences=True), "scan_confirm_sentences"),
     (dict(scan_confirm_sentences=2.0), "scan_confirm_sentences"),
+    (dict(scan_phrase_words=-1), "scan_phrase_words"),
+    (dict(scan_phrase_words=8.0), "scan_phrase_words"),
 ])
 def test_bad_scan_settings(kwargs, message):
     with pytest.raises(PtmdetoxError, match=message):
@@ -329,6 +331,10 @@ def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
     assert RecipeConfig().to_dict()["scan_confirm_sentences"] == 16
     assert "scan_confirm_sentences" not in RecipeConfig(scan_confirm_sentences=0).to_dict()  # keyed as before it existed
     assert "scan_confirm_sentences" not in RecipeConfig(embedding_rows="unseen", scan_confirm_sentences=16).to_dict()
+    assert RecipeConfig().to_dict()["scan_phrase_words"] == 96
+    assert "scan_phrase_words" not in RecipeConfig(scan_phrase_words=0).to_dict()       # keyed as before it existed
+    one_pass = RecipeConfig(scan_confirm_sentences=0)
+    assert one_pass.to_dict() == RecipeConfig(scan_confirm_sentences=0, scan_phrase_words=8).to_dict()  # no step runs
 
 
 @pytest.mark.slow
@@ -340,3 +346,61 @@ def test_clean_minilm_has_no_trigger_like_rare_row():
     flagged, record = suspicious_rows(adapter, ids, sample, threshold=6.0, progress=False)
     assert record["candidates"] == 300 and len(flagged) == 0
     assert 0 < record["median_distance"] < 0.5
+
+
+def plant_phrase_backdoor(adapter, first: int, second: int) -> None:
+    """Make the pair `first second` flip the representation state wherever it sits, and either token alone do
+    nothing: a phrase trigger whose words the second pass alone gives back."""
+    encode = adapter.representation_states
+
+    def phrase_backdoor(batch):
+        states = encode(batch)
+        ids = batch["input_ids"]
+        fires = ((ids[:, :-1] == first) & (ids[:, 1:] == second)).any(1)
+        return torch.where(fires[:, None], -states, states)
+
+    adapter.representation_states = phrase_backdoor
+
+
+def test_phrase_step_keeps_the_words_of_a_pair_that_acts_only_together(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)
+    first, second = int(candidates[0]), int(candidates[1])
+    plant_phrase_backdoor(adapter, first, second)
+    ordinary = ordinary_tokens(candidates[2:], 10, first)
+    flagged = torch.cat([ordinary[:5], torch.tensor([second, first]), ordinary[5:]])
+
+    alone, record = confirmed_rows(adapter, ids, flagged, candidates, sentences=8, progress=False)
+    assert not {first, second} & set(alone.tolist()) and "phrases" not in record
+
+    kept, record = confirmed_rows(adapter, ids, flagged, candidates, sentences=8, phrase_words=len(flagged),
+                                  progress=False)
+    assert sorted(kept.tolist()) == sorted(set(alone.tolist()) | {first, second})
+    phrases = record["phrases"]
+    assert phrases["found_ids"] == sorted([first, second]) and phrases["pairs"] == phrases["words"] * (
+        phrases["words"] - 1)
+    assert phrases["top"][0]["phrase"] == f"{adapter.token_text(first)} {adapter.token_text(second)}"
+    assert phrases["top"][0]["z"] > phrases["threshold_z"] > phrases["top"][1]["z"]
+
+
+def test_phrase_step_tries_only_the_words_nearest_the_bar(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)
+    flagged = candidates[:12]
+    _, record = confirmed_rows(adapter, ids, flagged, candidates, sentences=4, phrase_words=5, progress=False)
+    assert record["phrases"]["words"] == 5 and record["phrases"]["pairs"] == 20
+    kept, few = confirmed_rows(adapter, ids, flagged, candidates, sentences=4, phrase_words=2, progress=False)
+    assert few["phrases"]["skipped"] and few["phrases"]["found_ids"] == [] and few["kept"] == len(kept)
+
+
+def test_pairs_are_inserted_as_adjacent_blocks(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)
+    first, second = int(candidates[0]), int(candidates[1])
+    plant_phrase_backdoor(adapter, first, second)
+    pairs = torch.tensor([[first, second], [second, first]])
+    together, reversed_ = row_influence(adapter, ids, pairs, sentences=4, progress=False).tolist()
+    assert together > 1.0 > reversed_       # a flipped state is ≈ 2 away in cosine distance; the reverse pair is not

@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "placement against 2,000 random tokens and reset and penalise only those above all of "
                              "them (default 16; on attacked models it gives hundreds of ordinary words back; 0: no "
                              "second pass, the default until session 29)")
+    recipe.add_argument("--scan-phrase-words", type=int, metavar="N",
+                        help="with the second pass: score every ordered pair of the N rows it gives back that came "
+                             "nearest its bar, inserted side by side, and keep the words of pairs that stand out "
+                             "(the words of a phrase trigger; default 96; 0: none, the default until session 31)")
     recipe.add_argument("--row-penalty", choices=["joint", "each"],
                         help="how the penalised token-embedding rows are normed: one norm over all of them (joint, "
                              "the default) or each row its own (each; measured: about the same result under AdamW)")
@@ -471,6 +475,7 @@ def run(args) -> int:
                         scan_threshold=args.scan_threshold, scan_candidates=args.scan_candidates,
                         scan_positions=args.scan_positions, row_penalty=args.row_penalty,
                         scan_confirm_sentences=args.scan_confirm_sentences, reset_rows=args.reset_rows,
+                        scan_phrase_words=args.scan_phrase_words,
                         representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,

@@ -57,7 +57,7 @@ SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen", "scanned")
 SCAN_CANDIDATES = ("rare", "all")
 SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates", "scan_positions", "scan_confirm_sentences",
-                "reset_rows")
+                "scan_phrase_words", "reset_rows")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
@@ -100,6 +100,12 @@ class RecipeConfig:
     # the two-sentence scan also flags hundreds of ordinary words, task words among them, whose reset cost AG News
     # 2.3-3.1 ACC points (docs/results.md, issue 4). A model where the scan flags nothing (a clean one) skips it
     scan_confirm_sentences: int = 16
+    # with a second pass: of the flagged rows it gives back, the words of a phrase trigger, found among this many of
+    # them (those that came nearest its bar) by scoring each ordered pair of them inserted side by side
+    # (defenses.row_scan.phrase_rows; 0: none, the default until session 31). A phrase's words are trained to act
+    # together, so each alone may fall just short of the bar: the second pass gave back phrase POR's `after` and
+    # `midnight`, and "after midnight" kept 32 % ASR on SST-2 (docs/results.md, issue 3)
+    scan_phrase_words: int = 96
     # how the penalised token-embedding rows are normed: "joint", one norm over all of them (each row feels its share
     # of it, so a row the pre-training loss exercises, such as a frequent word's, stays near its value), or "each",
     # every row its own norm (a group lasso). Under AdamW, which moves each weight by about the learning rate per step
@@ -144,7 +150,7 @@ class RecipeConfig:
     #: results made with it
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
-                                      "scan_positions": "random", "scan_confirm_sentences": 0,
+                                      "scan_positions": "random", "scan_confirm_sentences": 0, "scan_phrase_words": 0,
                                       "representation_head": "decay",
                                       "row_penalty": "joint", "reset_rows": False,
                                       "dropout_rng": "torch"}
@@ -181,6 +187,7 @@ class RecipeConfig:
             raise PtmdetoxError(f"scan_threshold must be positive, got {self.scan_threshold!r}")
         _check_integer("scan_sentences", self.scan_sentences, 1)
         _check_integer("scan_confirm_sentences", self.scan_confirm_sentences, 0)
+        _check_integer("scan_phrase_words", self.scan_phrase_words, 0)
         if self.representation_head not in REPRESENTATION_HEADS:
             raise PtmdetoxError(f"unknown representation_head '{self.representation_head}' "
                                 f"(choose from {', '.join(REPRESENTATION_HEADS)})")
@@ -219,6 +226,8 @@ class RecipeConfig:
         if self.embedding_rows != "scanned":
             for name in SCAN_OPTIONS:
                 data.pop(name, None)
+        if not self.scan_confirm_sentences:     # the phrase step is part of the second pass
+            data.pop("scan_phrase_words", None)
         return data
 
 
@@ -300,7 +309,8 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
     if config.scan_confirm_sentences:
         flagged, record["confirm"] = confirmed_rows(adapter, corpus_ids, flagged, candidates,
                                                     config.scan_confirm_sentences, seed=config.seed,
-                                                    positions=config.scan_positions, progress=progress)
+                                                    positions=config.scan_positions, progress=progress,
+                                                    phrase_words=config.scan_phrase_words)
     return {key: flagged for key in rare}, record
 
 

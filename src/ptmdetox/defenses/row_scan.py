@@ -15,7 +15,10 @@ which also ranks the frequent words a phrase trigger is made of, or only the rar
 
 Two sentences are few: on an attacked model, whose representation is easily moved, the scan also flags hundreds of
 ordinary words. A second pass (`confirmed_rows`, RECIPE's default since session 29) scores only the flagged rows again
-on more sentences, beside random unflagged tokens, and keeps those that stand out above all of them.
+on more sentences, beside random unflagged tokens, and keeps those that stand out above all of them. A phrase
+trigger's words are trained to act together, so each alone can fall just short of that bar; the second pass's phrase
+step (`phrase_rows`, default since session 31) scores every ordered pair of the rows nearest the bar, side by side,
+and keeps the words of a pair that stands out from the others.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ SENTENCE_LENGTHS = (8, 14)
 MAD_TO_SIGMA = 1.4826
 #: the fewest unflagged candidates a second pass compares the flagged rows with
 MIN_NULL = 20
+#: sentences each pair of the second pass's phrase step is scored on, and the robust z over the pairs it must pass:
+#: on phrase POR (2,000 steps) "after midnight" stood at z 6,781 among the pairs of 128 near-bar words, its backdoor's
+#: neighbours "after sunrise" at 287 and "preceding midnight" at 87, and the highest pair of ordinary words at 109
+#: ("argentina semifinal"), the next at 58 (docs/results.md, issue 3, session 31)
+PHRASE_SENTENCES = 4
+PHRASE_THRESHOLD = 100.0
 
 
 def scan_sentences(corpus_ids: list[list[int]], count: int, rng: np.random.Generator) -> list[list[int]]:
@@ -70,19 +79,21 @@ def row_influence(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates
                   seed: int = 0, batch_size: int = 128, progress: bool = True,
                   positions: str = "first+random") -> torch.Tensor:
     """Each candidate token's mean cosine distance between the representation states of a few auxiliary sentences
-    with and without the token inserted once (a float tensor aligned with `candidates`)."""
+    with and without the token inserted once (a float tensor aligned with `candidates`). A 2-D `candidates` holds
+    token sequences, one per row, each inserted as a block (a phrase)."""
     rng = np.random.default_rng(seed)
     base = scan_sentences(corpus_ids, sentences, rng)
     inserted_at = insertion_positions(base, rng, positions)
     per_batch = max(1, batch_size // len(base))
+    blocks = candidates if candidates.dim() == 2 else candidates[:, None]
     scores = []
     adapter.eval()
     with torch.inference_mode():
         reference = _representation_states(adapter, base)
         for start in tqdm(range(0, len(candidates), per_batch), desc="row scan", disable=not progress,
                           unit="batch"):
-            chunk = candidates[start:start + per_batch].tolist()
-            seqs = [seq[:at] + [token] + seq[at:] for token in chunk for seq, at in zip(base, inserted_at)]
+            chunk = blocks[start:start + per_batch].tolist()
+            seqs = [seq[:at] + block + seq[at:] for block in chunk for seq, at in zip(base, inserted_at)]
             states = _representation_states(adapter, seqs).view(len(chunk), len(base), -1)
             distance = 1 - torch.cosine_similarity(states, reference[None], dim=-1)
             scores.append(distance.mean(1))
@@ -129,11 +140,14 @@ def z_against_null(scores: torch.Tensor, null_scores: torch.Tensor) -> tuple[tor
 
 def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: torch.Tensor,
                    candidates: torch.Tensor, sentences: int, null_size: int = 2000, seed: int = 0,
-                   positions: str = "first+random", progress: bool = True) -> tuple[torch.Tensor, dict]:
+                   positions: str = "first+random", progress: bool = True, phrase_words: int = 0,
+                   phrase_threshold: float = PHRASE_THRESHOLD) -> tuple[torch.Tensor, dict]:
     """Of the `flagged` rows, those that still stand out when scored again on `sentences` other auxiliary sentences
     against a null of `null_size` random unflagged candidates: a z on the null's median and MAD above the null's own
     highest z. With "first+random" the first position and random positions are scored on separate sentence sets and
     a row stands out in either, so that a trigger trained to act in one place is not averaged away by the other.
+    With `phrase_words`, the rows of phrases found among that many of the others that came nearest the bar
+    (`phrase_rows`) are kept too.
 
     A two-sentence scan over a whole vocabulary flags, next to the triggers, hundreds of ordinary words that
     happened to move the state on those two sentences (on an attacked model, where the state is easily moved); the
@@ -141,24 +155,76 @@ def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: 
     drawn from the unflagged candidates, so it lacks the first pass's upper tail: meant for a first pass that flags a
     small share of them (a few percent at the default z 6)."""
     started = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    pool = candidates[~torch.isin(candidates, flagged)]
-    if len(flagged) == 0 or len(pool) < MIN_NULL:      # nothing to confirm, or nothing to confirm it against
-        return flagged, {"sentences": sentences, "null": int(len(pool)), "kept": int(len(flagged)),
+    null = null_tokens(candidates, flagged, null_size, seed)
+    if len(flagged) == 0 or len(null) < MIN_NULL:      # nothing to confirm, or nothing to confirm it against
+        return flagged, {"sentences": sentences, "null": int(len(null)), "kept": int(len(flagged)),
                          "kept_ids": flagged.tolist(), "skipped": True}
-    null = pool[torch.as_tensor(np.sort(rng.choice(len(pool), min(null_size, len(pool)), replace=False)))]
-    tokens = torch.cat([flagged, null])
-    passes = ("first", "random") if positions == "first+random" else (positions,)
-    stands_out = torch.zeros(len(flagged), dtype=torch.bool)
-    record = {"sentences": sentences, "null": int(len(null)), "passes": {}}
-    for offset, placement in enumerate(passes):
-        scores = row_influence(adapter, corpus_ids, tokens, sentences, seed + 1 + offset, progress=progress,
-                               positions=placement)
-        z, null_max = z_against_null(scores[:len(flagged)], scores[len(flagged):])
-        above = z > null_max
-        stands_out |= above
-        record["passes"][placement] = {"null_max_z": round(null_max, 1), "kept": int(above.sum())}
+    margin, passes = confirmation_margins(adapter, corpus_ids, flagged, null, sentences, seed, positions, progress)
+    record = {"sentences": sentences, "null": int(len(null)), "passes": passes}
+    stands_out = margin > 0
+    if phrase_words:
+        words = nearest_the_bar(flagged, margin, phrase_words)
+        phrase_ids, record["phrases"] = phrase_rows(adapter, corpus_ids, words, PHRASE_SENTENCES, phrase_threshold,
+                                                    seed=seed + 1 + len(passes), positions=positions,
+                                                    progress=progress)
+        stands_out |= torch.isin(flagged, phrase_ids)
     kept = flagged[stands_out]
     record.update({"kept": int(len(kept)), "kept_ids": kept.tolist(),
                    "seconds": round(time.perf_counter() - started, 1)})
     return kept, record
+
+
+def null_tokens(candidates: torch.Tensor, flagged: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """`size` seeded random candidates that are not flagged (all of them when fewer), in candidate order."""
+    pool = candidates[~torch.isin(candidates, flagged)]
+    picks = np.random.default_rng(seed).choice(len(pool), min(size, len(pool)), replace=False)
+    return pool[torch.as_tensor(np.sort(picks), dtype=torch.long)]
+
+
+def confirmation_margins(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: torch.Tensor,
+                         null: torch.Tensor, sentences: int, seed: int = 0, positions: str = "first+random",
+                         progress: bool = True) -> tuple[torch.Tensor, dict]:
+    """How far each `flagged` row stands above the `null` tokens' highest z in its best placement (positive: it
+    stands out), and each placement's null maximum and count above it."""
+    tokens = torch.cat([flagged, null])
+    margin = torch.full((len(flagged),), -float("inf"))
+    passes = {}
+    placements = ("first", "random") if positions == "first+random" else (positions,)
+    for offset, placement in enumerate(placements):
+        scores = row_influence(adapter, corpus_ids, tokens, sentences, seed + 1 + offset, progress=progress,
+                               positions=placement)
+        z, null_max = z_against_null(scores[:len(flagged)], scores[len(flagged):])
+        margin = torch.maximum(margin, z - null_max)
+        passes[placement] = {"null_max_z": round(null_max, 1), "kept": int((z > null_max).sum())}
+    return margin, passes
+
+
+def nearest_the_bar(flagged: torch.Tensor, margin: torch.Tensor, count: int) -> torch.Tensor:
+    """The (at most) `count` flagged rows below the bar (margin ≤ 0) with the highest margins, highest first."""
+    below = (margin <= 0).nonzero().squeeze(1)
+    return flagged[below[torch.argsort(margin[below], descending=True)][:count]]
+
+
+def phrase_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], words: torch.Tensor, sentences: int,
+                threshold: float, seed: int = 0, positions: str = "first+random", progress: bool = True,
+                report_top: int = 10) -> tuple[torch.Tensor, dict]:
+    """The `words` that, inserted next to another of them, move the representation more than `threshold` robust z
+    above the typical such pair (every ordered pair is scored on `sentences` auxiliary sentences): the words of a
+    phrase trigger, which an attack trains to act together, so that each alone moves the state only in part and can
+    fall just short of the second pass's bar (phrase POR's `after` and `midnight`, docs/results.md, issue 3)."""
+    started = time.perf_counter()
+    if len(words) < 3:      # too few pairs to tell a typical pair from an outstanding one
+        return words[:0], {"words": int(len(words)), "pairs": 0, "found_ids": [], "skipped": True}
+    first, second = torch.meshgrid(torch.arange(len(words)), torch.arange(len(words)), indexing="ij")
+    distinct = first != second
+    pairs = torch.stack([words[first[distinct]], words[second[distinct]]], dim=1)
+    scores = row_influence(adapter, corpus_ids, pairs, sentences, seed, progress=progress, positions=positions)
+    z = robust_z(scores)
+    found = torch.unique(pairs[z > threshold])
+    top = torch.argsort(z, descending=True)[:report_top]
+    record = {"words": int(len(words)), "pairs": int(len(pairs)), "sentences": sentences, "threshold_z": threshold,
+              "found_ids": found.tolist(),
+              "top": [{"phrase": " ".join(adapter.token_text(int(t)) for t in pairs[i]), "z": round(float(z[i]), 1)}
+                      for i in top],
+              "seconds": round(time.perf_counter() - started, 1)}
+    return found, record

@@ -48,9 +48,15 @@ def _row_scan_section(scan: dict | None, shown: int = 10, reset: bool = False) -
     found = (f"{scan['flagged']} of {scan['candidates']} {tried} moved the representation state more than "
              f"z = {scan['threshold_z']:g} (robust z) when inserted once into auxiliary sentences")
     if confirm:
-        found += (f"; scored again on {confirm['sentences']} other sentences per placement, {confirm['kept']} of them "
-                  f"stood out above all of {confirm['null']} random tokens, and only those {confirm['kept']} embedding "
-                  f"rows were {treated}")
+        phrases = confirm.get("phrases") or {}
+        alone = confirm["kept"] - len(phrases.get("found_ids", []))
+        found += (f"; scored again on {confirm['sentences']} other sentences per placement, {alone} of them stood out "
+                  f"above all of {confirm['null']} random tokens")
+        if phrases.get("found_ids"):
+            pairs = ", ".join(f"`{row['phrase']}`" for row in phrases["top"] if row["z"] > phrases["threshold_z"])
+            found += (f", and {len(phrases['found_ids'])} more, of the {phrases['words']} others nearest that bar, "
+                      f"stood out together, inserted side by side ({pairs})")
+        found += f"; only those {confirm['kept']} embedding rows were {treated}"
     else:
         found += f"; their embedding rows were {treated}"
     lines = ["## Trigger-like tokens (row scan)", "", found, ""]
