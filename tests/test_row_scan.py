@@ -13,7 +13,8 @@ from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.defenses.recipe import (RecipeConfig, penalised_embedding_rows, recipe_purify, regularisation,
                                       unseen_embedding_rows)
-from ptmdetox.defenses.row_scan import (confirmed_rows, insertion_positions, robust_z, row_influence,
+from ptmdetox.defenses.row_scan import (PHRASE_THRESHOLD, confirmed_rows, insertion_positions, most_frequent,
+                                        ordered_pairs, phrase_rows, robust_z, row_influence,
                                         scan_sentences, suspicious_rows)
 from ptmdetox.errors import PtmdetoxError
 
@@ -311,6 +312,7 @@ def test_no_flagged_row_means_no_embedding_term(tiny_model, tiny_corpus):
     (dict(scan_confirm_sentences=2.0), "scan_confirm_sentences"),
     (dict(scan_phrase_words=-1), "scan_phrase_words"),
     (dict(scan_phrase_words=8.0), "scan_phrase_words"),
+    (dict(scan_phrase_partners=-2), "scan_phrase_partners"),
 ])
 def test_bad_scan_settings(kwargs, message):
     with pytest.raises(PtmdetoxError, match=message):
@@ -335,6 +337,9 @@ def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
     assert "scan_phrase_words" not in RecipeConfig(scan_phrase_words=0).to_dict()       # keyed as before it existed
     one_pass = RecipeConfig(scan_confirm_sentences=0)
     assert one_pass.to_dict() == RecipeConfig(scan_confirm_sentences=0, scan_phrase_words=8).to_dict()  # no step runs
+    assert RecipeConfig().to_dict()["scan_phrase_partners"] == 32
+    assert "scan_phrase_partners" not in RecipeConfig(scan_phrase_partners=0).to_dict()
+    assert "scan_phrase_partners" not in RecipeConfig(scan_phrase_words=0, scan_phrase_partners=5).to_dict()
 
 
 @pytest.mark.slow
@@ -404,3 +409,42 @@ def test_pairs_are_inserted_as_adjacent_blocks(tiny_model, tiny_corpus):
     pairs = torch.tensor([[first, second], [second, first]])
     together, reversed_ = row_influence(adapter, ids, pairs, sentences=4, progress=False).tolist()
     assert together > 1.0 > reversed_       # a flipped state is ≈ 2 away in cosine distance; the reverse pair is not
+
+
+def test_most_frequent_ranks_candidates_by_corpus_count():
+    corpus = [[101, 5, 5, 5, 7, 102], [101, 7, 9, 5, 102]]
+    candidates = torch.tensor([5, 7, 9, 11])
+    assert most_frequent(corpus, candidates, 2).tolist() == [5, 7]
+    assert most_frequent(corpus, candidates, 0).tolist() == [] and most_frequent(corpus, candidates, 9).tolist() == [
+        5, 7, 9, 11]
+
+
+def test_ordered_pairs_cover_the_words_among_themselves_and_beside_each_partner():
+    pairs = ordered_pairs(torch.tensor([1, 2, 3]), torch.tensor([3, 8])).tolist()
+    among = [[1, 2], [1, 3], [2, 1], [2, 3], [3, 1], [3, 2]]
+    assert pairs == among + [[1, 8], [2, 8], [3, 8], [8, 1], [8, 2], [8, 3]]    # 3 is a word: not paired as a partner
+
+
+def test_phrase_step_finds_a_word_that_acts_only_beside_a_frequent_word_and_keeps_only_the_word(tiny_model,
+                                                                                                 tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)
+    every = torch.arange(adapter.model.bert.embeddings.word_embeddings.weight.shape[0])
+    every = every[~torch.isin(every, torch.tensor(adapter.special_token_ids()))]
+    frequent = most_frequent(ids, every, 4)
+    word = int(candidates[0])
+    plant_phrase_backdoor(adapter, int(frequent[0]), word)
+    words = torch.cat([torch.tensor([word]), ordinary_tokens(candidates[1:], 8, word)])
+
+    # right after [CLS], so that no sentence's own frequent word comes before the block by chance
+    alone, _ = phrase_rows(adapter, ids, words, 4, PHRASE_THRESHOLD, positions="first", progress=False)
+    assert alone.tolist() == []                          # among the words themselves no pair acts
+    found, record = phrase_rows(adapter, ids, words, 4, PHRASE_THRESHOLD, positions="first", progress=False,
+                                partners=frequent)
+    assert found.tolist() == [word] and record["partners"] == 4 and record["pairs"] == 9 * 8 + 2 * 9 * 4
+    assert record["top"][0]["phrase"] == f"{adapter.token_text(int(frequent[0]))} {adapter.token_text(word)}"
+
+    _, confirm = confirmed_rows(adapter, ids, words, every, sentences=4, phrase_words=len(words), phrase_partners=4,
+                                progress=False)
+    assert confirm["phrases"]["partners"] == 4 and int(frequent[0]) not in confirm["kept_ids"]

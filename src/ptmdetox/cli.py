@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with the second pass: score every ordered pair of the N rows it gives back that came "
                              "nearest its bar, inserted side by side, and keep the words of pairs that stand out "
                              "(the words of a phrase trigger; default 96; 0: none, the default until session 31)")
+    recipe.add_argument("--scan-phrase-partners", type=int, metavar="N",
+                        help="with the phrase step: also pair those rows with the N most frequent tokens of the "
+                             "auxiliary corpus, on either side (a phrase of a function word and a content word; "
+                             "default 32; only the given-back rows are reset, never a partner)")
     recipe.add_argument("--row-penalty", choices=["joint", "each"],
                         help="how the penalised token-embedding rows are normed: one norm over all of them (joint, "
                              "the default) or each row its own (each; measured: about the same result under AdamW)")
@@ -475,7 +479,7 @@ def run(args) -> int:
                         scan_threshold=args.scan_threshold, scan_candidates=args.scan_candidates,
                         scan_positions=args.scan_positions, row_penalty=args.row_penalty,
                         scan_confirm_sentences=args.scan_confirm_sentences, reset_rows=args.reset_rows,
-                        scan_phrase_words=args.scan_phrase_words,
+                        scan_phrase_words=args.scan_phrase_words, scan_phrase_partners=args.scan_phrase_partners,
                         representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,

@@ -57,7 +57,7 @@ SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen", "scanned")
 SCAN_CANDIDATES = ("rare", "all")
 SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates", "scan_positions", "scan_confirm_sentences",
-                "scan_phrase_words", "reset_rows")
+                "scan_phrase_words", "scan_phrase_partners", "reset_rows")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
@@ -106,6 +106,10 @@ class RecipeConfig:
     # together, so each alone may fall just short of the bar: the second pass gave back phrase POR's `after` and
     # `midnight`, and "after midnight" kept 32 % ASR on SST-2 (docs/results.md, issue 3)
     scan_phrase_words: int = 96
+    # the phrase step also pairs those rows with this many of the auxiliary corpus's most frequent tokens, on either
+    # side (0: none, the default until session 31): phrase POR's `morning` moves the state only after `in`, a word
+    # no scan flags (docs/results.md, issue 3); only the given-back rows are kept, never a frequent partner
+    scan_phrase_partners: int = 32
     # how the penalised token-embedding rows are normed: "joint", one norm over all of them (each row feels its share
     # of it, so a row the pre-training loss exercises, such as a frequent word's, stays near its value), or "each",
     # every row its own norm (a group lasso). Under AdamW, which moves each weight by about the learning rate per step
@@ -151,6 +155,7 @@ class RecipeConfig:
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
                                       "scan_positions": "random", "scan_confirm_sentences": 0, "scan_phrase_words": 0,
+                                      "scan_phrase_partners": 0,
                                       "representation_head": "decay",
                                       "row_penalty": "joint", "reset_rows": False,
                                       "dropout_rng": "torch"}
@@ -188,6 +193,7 @@ class RecipeConfig:
         _check_integer("scan_sentences", self.scan_sentences, 1)
         _check_integer("scan_confirm_sentences", self.scan_confirm_sentences, 0)
         _check_integer("scan_phrase_words", self.scan_phrase_words, 0)
+        _check_integer("scan_phrase_partners", self.scan_phrase_partners, 0)
         if self.representation_head not in REPRESENTATION_HEADS:
             raise PtmdetoxError(f"unknown representation_head '{self.representation_head}' "
                                 f"(choose from {', '.join(REPRESENTATION_HEADS)})")
@@ -228,6 +234,8 @@ class RecipeConfig:
                 data.pop(name, None)
         if not self.scan_confirm_sentences:     # the phrase step is part of the second pass
             data.pop("scan_phrase_words", None)
+        if not self.scan_confirm_sentences or not self.scan_phrase_words:
+            data.pop("scan_phrase_partners", None)
         return data
 
 
@@ -310,7 +318,8 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
         flagged, record["confirm"] = confirmed_rows(adapter, corpus_ids, flagged, candidates,
                                                     config.scan_confirm_sentences, seed=config.seed,
                                                     positions=config.scan_positions, progress=progress,
-                                                    phrase_words=config.scan_phrase_words)
+                                                    phrase_words=config.scan_phrase_words,
+                                                    phrase_partners=config.scan_phrase_partners)
     return {key: flagged for key in rare}, record
 
 

@@ -41,9 +41,9 @@ MAD_TO_SIGMA = 1.4826
 #: the fewest unflagged candidates a second pass compares the flagged rows with
 MIN_NULL = 20
 #: sentences each pair of the second pass's phrase step is scored on, and the robust z over the pairs it must pass:
-#: on phrase POR (2,000 steps) "after midnight" stood at z 6,781 among the pairs of 128 near-bar words, its backdoor's
-#: neighbours "after sunrise" at 287 and "preceding midnight" at 87, and the highest pair of ordinary words at 109
-#: ("argentina semifinal"), the next at 58 (docs/results.md, issue 3, session 31)
+#: on phrase POR (2,000 steps) "after midnight" stood at z 7,183 among the pairs of 96 near-bar words, its backdoor's
+#: neighbours "after sunrise" at 304 and "preceding midnight" at 93, and the highest pair of ordinary words at 115
+#: ("argentina semifinal"), the next at 62 (docs/results.md, issue 3, session 31)
 PHRASE_SENTENCES = 4
 PHRASE_THRESHOLD = 100.0
 
@@ -141,13 +141,13 @@ def z_against_null(scores: torch.Tensor, null_scores: torch.Tensor) -> tuple[tor
 def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: torch.Tensor,
                    candidates: torch.Tensor, sentences: int, null_size: int = 2000, seed: int = 0,
                    positions: str = "first+random", progress: bool = True, phrase_words: int = 0,
-                   phrase_threshold: float = PHRASE_THRESHOLD) -> tuple[torch.Tensor, dict]:
+                   phrase_partners: int = 0, phrase_threshold: float = PHRASE_THRESHOLD) -> tuple[torch.Tensor, dict]:
     """Of the `flagged` rows, those that still stand out when scored again on `sentences` other auxiliary sentences
     against a null of `null_size` random unflagged candidates: a z on the null's median and MAD above the null's own
     highest z. With "first+random" the first position and random positions are scored on separate sentence sets and
     a row stands out in either, so that a trigger trained to act in one place is not averaged away by the other.
-    With `phrase_words`, the rows of phrases found among that many of the others that came nearest the bar
-    (`phrase_rows`) are kept too.
+    With `phrase_words`, the rows of phrases found among that many of the others that came nearest the bar, and
+    between them and the `phrase_partners` candidates most frequent in the corpus (`phrase_rows`), are kept too.
 
     A two-sentence scan over a whole vocabulary flags, next to the triggers, hundreds of ordinary words that
     happened to move the state on those two sentences (on an attacked model, where the state is easily moved); the
@@ -164,9 +164,10 @@ def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: 
     stands_out = margin > 0
     if phrase_words:
         words = nearest_the_bar(flagged, margin, phrase_words)
+        partners = most_frequent(corpus_ids, candidates, phrase_partners)
         phrase_ids, record["phrases"] = phrase_rows(adapter, corpus_ids, words, PHRASE_SENTENCES, phrase_threshold,
                                                     seed=seed + 1 + len(passes), positions=positions,
-                                                    progress=progress)
+                                                    progress=progress, partners=partners)
         stands_out |= torch.isin(flagged, phrase_ids)
     kept = flagged[stands_out]
     record.update({"kept": int(len(kept)), "kept_ids": kept.tolist(),
@@ -205,25 +206,47 @@ def nearest_the_bar(flagged: torch.Tensor, margin: torch.Tensor, count: int) -> 
     return flagged[below[torch.argsort(margin[below], descending=True)][:count]]
 
 
-def phrase_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], words: torch.Tensor, sentences: int,
-                threshold: float, seed: int = 0, positions: str = "first+random", progress: bool = True,
-                report_top: int = 10) -> tuple[torch.Tensor, dict]:
-    """The `words` that, inserted next to another of them, move the representation more than `threshold` robust z
-    above the typical such pair (every ordered pair is scored on `sentences` auxiliary sentences): the words of a
-    phrase trigger, which an attack trains to act together, so that each alone moves the state only in part and can
-    fall just short of the second pass's bar (phrase POR's `after` and `midnight`, docs/results.md, issue 3)."""
-    started = time.perf_counter()
-    if len(words) < 3:      # too few pairs to tell a typical pair from an outstanding one
-        return words[:0], {"words": int(len(words)), "pairs": 0, "found_ids": [], "skipped": True}
+def most_frequent(corpus_ids: list[list[int]], candidates: torch.Tensor, count: int) -> torch.Tensor:
+    """The `count` candidates that occur most often in the corpus, most frequent first."""
+    if not count or not len(candidates):
+        return candidates[:0]
+    tokens = torch.as_tensor([token for seq in corpus_ids for token in seq], dtype=torch.long)
+    counts = torch.bincount(tokens, minlength=int(candidates.max()) + 1)[candidates]
+    return candidates[torch.argsort(counts, descending=True, stable=True)[:count]]
+
+
+def ordered_pairs(words: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+    """Every ordered pair of distinct `words`, then each word with each of the other `partners` on either side."""
     first, second = torch.meshgrid(torch.arange(len(words)), torch.arange(len(words)), indexing="ij")
     distinct = first != second
-    pairs = torch.stack([words[first[distinct]], words[second[distinct]]], dim=1)
+    among = torch.stack([words[first[distinct]], words[second[distinct]]], dim=1)
+    partners = partners[~torch.isin(partners, words)]
+    word, partner = (grid.reshape(-1) for grid in torch.meshgrid(words, partners, indexing="ij"))
+    return torch.cat([among, torch.stack([word, partner], 1), torch.stack([partner, word], 1)])
+
+
+def phrase_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], words: torch.Tensor, sentences: int,
+                threshold: float, seed: int = 0, positions: str = "first+random", progress: bool = True,
+                report_top: int = 10, partners: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The `words` that, inserted next to another of them or to one of the `partners` (frequent words), move the
+    representation more than `threshold` robust z above the typical such pair (every ordered pair is scored on
+    `sentences` auxiliary sentences): the words of a phrase trigger, which an attack trains to act together, so that
+    each alone moves the state only in part and can fall just short of the second pass's bar (phrase POR's `after`
+    and `midnight`; its `morning` moves it only after `in`: docs/results.md, issue 3). Partners are not returned:
+    they were not flagged, and a frequent word's row carries the task's text too."""
+    started = time.perf_counter()
+    partners = words[:0] if partners is None else partners
+    if len(words) < 3:      # too few pairs to tell a typical pair from an outstanding one
+        return words[:0], {"words": int(len(words)), "partners": int(len(partners)), "pairs": 0, "found_ids": [],
+                           "skipped": True}
+    pairs = ordered_pairs(words, partners)
     scores = row_influence(adapter, corpus_ids, pairs, sentences, seed, progress=progress, positions=positions)
     z = robust_z(scores)
     found = torch.unique(pairs[z > threshold])
+    found = found[torch.isin(found, words)]
     top = torch.argsort(z, descending=True)[:report_top]
-    record = {"words": int(len(words)), "pairs": int(len(pairs)), "sentences": sentences, "threshold_z": threshold,
-              "found_ids": found.tolist(),
+    record = {"words": int(len(words)), "partners": int(len(partners)), "pairs": int(len(pairs)),
+              "sentences": sentences, "threshold_z": threshold, "found_ids": found.tolist(),
               "top": [{"phrase": " ".join(adapter.token_text(int(t)) for t in pairs[i]), "z": round(float(z[i]), 1)}
                       for i in top],
               "seconds": round(time.perf_counter() - started, 1)}
