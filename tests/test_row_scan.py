@@ -367,12 +367,19 @@ def plant_phrase_backdoor(adapter, first: int, second: int) -> None:
     adapter.representation_states = phrase_backdoor
 
 
-def test_phrase_step_keeps_the_words_of_a_pair_that_acts_only_together(tiny_model, tiny_corpus):
-    adapter = models.create(tiny_model)
-    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+def with_phrase_backdoor(model: str, corpus: str):
+    """The model with a phrase backdoor on its first two rare tokens: (adapter, corpus ids, rare candidates, first,
+    second)."""
+    adapter = models.create(model)
+    ids = adapter.tokenize(read_corpus(corpus).texts, 32)
     candidates = rare_candidates(adapter, ids)
     first, second = int(candidates[0]), int(candidates[1])
     plant_phrase_backdoor(adapter, first, second)
+    return adapter, ids, candidates, first, second
+
+
+def test_phrase_step_keeps_the_words_of_a_pair_that_acts_only_together(tiny_model, tiny_corpus):
+    adapter, ids, candidates, first, second = with_phrase_backdoor(tiny_model, tiny_corpus)
     ordinary = ordinary_tokens(candidates[2:], 10, first)
     flagged = torch.cat([ordinary[:5], torch.tensor([second, first]), ordinary[5:]])
 
@@ -401,11 +408,7 @@ def test_phrase_step_tries_only_the_words_nearest_the_bar(tiny_model, tiny_corpu
 
 
 def test_pairs_are_inserted_as_adjacent_blocks(tiny_model, tiny_corpus):
-    adapter = models.create(tiny_model)
-    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
-    candidates = rare_candidates(adapter, ids)
-    first, second = int(candidates[0]), int(candidates[1])
-    plant_phrase_backdoor(adapter, first, second)
+    adapter, ids, _, first, second = with_phrase_backdoor(tiny_model, tiny_corpus)
     pairs = torch.tensor([[first, second], [second, first]])
     together, reversed_ = row_influence(adapter, ids, pairs, sentences=4, progress=False).tolist()
     assert together > 1.0 > reversed_       # a flipped state is ≈ 2 away in cosine distance; the reverse pair is not

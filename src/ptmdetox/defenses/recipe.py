@@ -48,7 +48,7 @@ from ..models.base import ModelAdapter
 from ..snapshots import SnapshotSaver, check_steps
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 from .reinit import reinitialise_modules
-from .row_scan import POSITIONS, confirmed_rows, suspicious_rows
+from .row_scan import POSITIONS, confirmed_rows, suspicious_rows, token_counts
 
 NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
@@ -290,8 +290,7 @@ def unseen_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[l
     if not embedding:
         return {}
     rows = next(iter(embedding.values())).shape[0]
-    tokens = torch.as_tensor([token for seq in corpus_ids for token in seq], dtype=torch.long)
-    absent = torch.bincount(tokens, minlength=rows)[:rows] < min_count
+    absent = token_counts(corpus_ids, rows) < min_count
     return {id(p): absent.nonzero().squeeze(1) for _, p in regularised if id(p) in embedding}
 
 

@@ -206,12 +206,17 @@ def nearest_the_bar(flagged: torch.Tensor, margin: torch.Tensor, count: int) -> 
     return flagged[below[torch.argsort(margin[below], descending=True)][:count]]
 
 
+def token_counts(corpus_ids: list[list[int]], size: int) -> torch.Tensor:
+    """How often each token id below `size` occurs in the corpus."""
+    tokens = torch.as_tensor([token for seq in corpus_ids for token in seq], dtype=torch.long)
+    return torch.bincount(tokens, minlength=size)[:size]
+
+
 def most_frequent(corpus_ids: list[list[int]], candidates: torch.Tensor, count: int) -> torch.Tensor:
     """The `count` candidates that occur most often in the corpus, most frequent first."""
     if not count or not len(candidates):
         return candidates[:0]
-    tokens = torch.as_tensor([token for seq in corpus_ids for token in seq], dtype=torch.long)
-    counts = torch.bincount(tokens, minlength=int(candidates.max()) + 1)[candidates]
+    counts = token_counts(corpus_ids, int(candidates.max()) + 1)[candidates]
     return candidates[torch.argsort(counts, descending=True, stable=True)[:count]]
 
 
