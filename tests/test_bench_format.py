@@ -151,6 +151,8 @@ def test_shipped_suites_name_the_embedding_rows_of_every_recipe_they_ran(name):
             if step is not None and issubclass(defenses.create(step.get("method", "recipe"))[0], RecipeConfig):
                 assert {"embedding_rows", "scan_candidates", "scan_positions", "reset_rows",
                         "scan_confirm_sentences"} <= set(step), f"{name}: {model}"
+                if step["reset_rows"]:
+                    assert "hold_reset_rows" in step, f"{name}: {model}"
                 if step["scan_confirm_sentences"]:
                     assert "scan_phrase_words" in step, f"{name}: {model}"
                     if step["scan_phrase_words"]:

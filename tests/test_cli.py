@@ -187,7 +187,8 @@ def test_purify_passes_the_keep_options_through(tmp_path, tiny_model, tiny_corpu
 def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
     configs = {}
     for name, options in {"default": [], "changed": ["--row-penalty", "each", "--no-reset-rows",
-                                                      "--scan-confirm-sentences", "4"]}.items():
+                                                      "--scan-confirm-sentences", "4"],
+                          "held": ["--hold-reset-rows"]}.items():
         out = tmp_path / name
         assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
                      *FAST_PURIFY, "--quiet", "--embedding-rows", "scanned", *options]) == 0
@@ -195,6 +196,7 @@ def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
     assert configs["default"]["reset_rows"] is True and "row_penalty" not in configs["default"]
     assert configs["default"]["scan_confirm_sentences"] == 16 and configs["changed"]["scan_confirm_sentences"] == 4
     assert configs["changed"]["row_penalty"] == "each" and "reset_rows" not in configs["changed"]   # old keys
+    assert configs["held"]["hold_reset_rows"] is True and "hold_reset_rows" not in configs["default"]
 
 
 def test_purify_can_reinitialise_the_pooler_and_says_so_in_the_model_card(tmp_path, tiny_model, tiny_corpus):

@@ -103,6 +103,9 @@ def test_model_card_says_which_rows_a_second_scan_pass_kept():
     assert "40 of 900 tokens of the vocabulary" in card
     assert "scored again on 16 other sentences per placement, 3 of them stood out above all of 860 random" in card
     assert "only those 3 embedding rows were reset to the mean of the other rows, then penalised" in card
+    held = model_card("Purified", "some/model", "what",
+                      {"row_scan": scan, "config": {"reset_rows": True, "hold_reset_rows": True}}, [])
+    assert "only those 3 embedding rows were reset to the mean of the other rows and held there" in held
     skipped = {**scan, "flagged": 0, "confirm": {"sentences": 16, "null": 900, "kept": 0, "kept_ids": [], "skipped": True}}
     card = model_card("Purified", "some/model", "what", {"row_scan": skipped}, [])
     assert "scored again" not in card and "0 of 900 tokens of the vocabulary" in card

@@ -251,6 +251,33 @@ def test_flagged_rows_start_from_the_mean_of_the_others_unless_told_not_to(mixin
     assert report["norms_before"]["embeddings.word_embeddings.weight"] == pytest.approx(float(before.norm()))
 
 
+@pytest.mark.parametrize("hold", [True, False])
+def test_held_rows_stay_at_the_mean_while_penalised_ones_shrink(mixing_model, tiny_corpus, hold):
+    adapter = models.create(mixing_model)
+    plant_trigger(adapter, PLANTED)
+    weight = adapter.model.bert.embeddings.word_embeddings.weight
+    before = weight.detach().clone()
+    report = recipe_purify(adapter, read_corpus(tiny_corpus).texts,
+                           fast(scan_sentences=8, lr=1e-2, steps=4, hold_reset_rows=hold), progress=False)
+    flagged = report["row_scan"]["flagged_ids"]
+    others = torch.ones(len(before), dtype=torch.bool)
+    others[flagged] = False
+    mean = before[others].mean(0).expand(len(flagged), -1)
+    after = weight.detach()[flagged]
+    name = "embeddings.word_embeddings.weight"
+    assert not torch.allclose(weight.detach()[others], before[others])       # the MLM loss trained the other rows
+    if hold:
+        assert torch.equal(after, mean)
+        assert report["penalised_embedding_rows"] == {name: 0}
+        assert report["held_embedding_rows"] == {name: len(flagged)}
+    else:
+        assert after.norm() < 0.9 * mean.norm() and "held_embedding_rows" not in report
+    assert ("hold_reset_rows" in report["config"]) is hold               # False keeps the older cache keys
+    weight.grad = None
+    weight.sum().backward()                                                   # the hook went with the run
+    assert torch.equal(weight.grad[flagged], torch.ones_like(after))
+
+
 def test_unscanned_rows_are_never_reset(tiny_model, tiny_corpus):
     adapter = models.create(tiny_model)
     weight = adapter.model.bert.embeddings.word_embeddings.weight
@@ -330,6 +357,9 @@ def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
     assert RecipeConfig().to_dict() == RecipeConfig(scan_threshold=6.0, scan_sentences=2).to_dict()
     assert RecipeConfig().to_dict()["reset_rows"] is True and "reset_rows" not in RecipeConfig(
         reset_rows=False).to_dict() and "reset_rows" not in unseen.to_dict()
+    assert "hold_reset_rows" not in RecipeConfig().to_dict()                 # its default keeps older keys
+    assert RecipeConfig(hold_reset_rows=True).to_dict()["hold_reset_rows"] is True
+    assert "hold_reset_rows" not in RecipeConfig(reset_rows=False, hold_reset_rows=True).to_dict()
     assert RecipeConfig().to_dict()["scan_confirm_sentences"] == 16
     assert "scan_confirm_sentences" not in RecipeConfig(scan_confirm_sentences=0).to_dict()  # keyed as before it existed
     assert "scan_confirm_sentences" not in RecipeConfig(embedding_rows="unseen", scan_confirm_sentences=16).to_dict()

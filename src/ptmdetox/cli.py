@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --embedding-rows scanned: start the flagged token-embedding rows from the mean of "
                              "the other rows, so that what was written into them is gone before training (default); "
                              "--no-reset-rows penalises them from their own values")
+    recipe.add_argument("--hold-reset-rows", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --reset-rows: hold the reset rows at that mean for the whole run instead of "
+                             "letting the penalty take them to zero (default: --no-hold-reset-rows)")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "
@@ -479,6 +482,7 @@ def run(args) -> int:
                         scan_threshold=args.scan_threshold, scan_candidates=args.scan_candidates,
                         scan_positions=args.scan_positions, row_penalty=args.row_penalty,
                         scan_confirm_sentences=args.scan_confirm_sentences, reset_rows=args.reset_rows,
+                        hold_reset_rows=args.hold_reset_rows,
                         scan_phrase_words=args.scan_phrase_words, scan_phrase_partners=args.scan_phrase_partners,
                         representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,

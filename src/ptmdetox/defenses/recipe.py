@@ -57,7 +57,7 @@ SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen", "scanned")
 SCAN_CANDIDATES = ("rare", "all")
 SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates", "scan_positions", "scan_confirm_sentences",
-                "scan_phrase_words", "scan_phrase_partners", "reset_rows")
+                "scan_phrase_words", "scan_phrase_partners", "reset_rows", "hold_reset_rows")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
@@ -120,6 +120,11 @@ class RecipeConfig:
     # frequent word, phrase POR's `dawn`, only shrinks to about half its norm otherwise, and still reaches the
     # encoder's detector: docs/results.md, issue 3, session 25)
     reset_rows: bool = True
+    # with reset_rows: hold the reset rows at that mean for the whole run (out of the penalty, no gradient) instead of
+    # letting the penalty take them to zero. Two zeroed rows side by side ("at noon" once `at` and `noon` are
+    # reset) are not a neutral input: on a clean MiniLM they alone raise that phrase's SST-2 ASR (docs/results.md,
+    # issue 3, session 32)
+    hold_reset_rows: bool = False
     # the module between the last block and the representation (BERT's pooler): "decay" leaves it as the penalty left
     # it (about zero when regularised: no pre-training loss reaches it); "reinit" gives it a fresh, seeded
     # initialisation after purification, so that fine-tuning starts from a normal pooler that carries nothing
@@ -157,7 +162,7 @@ class RecipeConfig:
                                       "scan_positions": "random", "scan_confirm_sentences": 0, "scan_phrase_words": 0,
                                       "scan_phrase_partners": 0,
                                       "representation_head": "decay",
-                                      "row_penalty": "joint", "reset_rows": False,
+                                      "row_penalty": "joint", "reset_rows": False, "hold_reset_rows": False,
                                       "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
     preset_overrides: ClassVar[dict] = {}
@@ -236,6 +241,8 @@ class RecipeConfig:
             data.pop("scan_phrase_words", None)
         if not self.scan_confirm_sentences or not self.scan_phrase_words:
             data.pop("scan_phrase_partners", None)
+        if not self.reset_rows:
+            data.pop("hold_reset_rows", None)
         return data
 
 
@@ -334,6 +341,17 @@ def reset_to_mean_row(regularised, rows: dict[int, torch.Tensor]) -> None:
             weight[chosen] = weight[others].mean(0)
 
 
+def hold_rows(regularised, rows: dict[int, torch.Tensor]) -> list:
+    """Gradient hooks that zero the named rows' gradient in each trainable matrix of `rows`, so that AdamW (no weight
+    decay) leaves them where they are; remove the returned handles when training ends."""
+    handles = []
+    for _, weight in regularised:
+        chosen = rows.get(id(weight))
+        if chosen is not None and len(chosen) and weight.requires_grad:
+            handles.append(weight.register_hook(lambda grad, chosen=chosen: grad.index_fill(0, chosen, 0.0)))
+    return handles
+
+
 def select_parameters(adapter: ModelAdapter, config: RecipeConfig):
     """(regularised [(name, param)], trainable [(name, param)]) for this adapter and config."""
     patterns = config.regularised or adapter.regularised_patterns(config.scope)
@@ -389,8 +407,11 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
     reg_weights = [p for _, p in regularised]
     reg_rows, row_scan = penalised_embedding_rows(adapter, regularised, ids, config, progress)
     norms_before = {n: float(weight_norm(p.detach(), "fro")) for n, p in regularised}
+    held = {}
     if config.reset_rows and row_scan is not None:    # the rows a scan flagged, not the rare rows of `unseen`
         reset_to_mean_row(regularised, reg_rows)
+        if config.hold_reset_rows:                    # out of the penalty: no rows, no term
+            held, reg_rows = reg_rows, {key: rows[:0] for key, rows in reg_rows.items()}
 
     trainable_ids = {id(p) for _, p in trainable}
     all_params = list(adapter.named_parameters()) + [("head", p) for p in adapter.head_parameters()]
@@ -440,12 +461,15 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
             parts["keep"] = float(keep.detach())
         return loss, parts
 
+    handles = hold_rows(regularised, held)
     try:
         stats = train_loop([p for _, p in trainable], step_loss,
                            TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps, clip=config.clip,
                                        bf16=config.bf16, fused=fused_adamw(config.mode)),
                            desc="RECIPE", progress=progress, on_step=_both(saver, on_step))
     finally:
+        for handle in handles:
+            handle.remove()
         for _, p in all_params:
             p.requires_grad_(True)
         adapter.eval()
@@ -460,6 +484,8 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         "trainable": [n for n, _ in trainable],
         "reinitialised": reinitialised,
         "penalised_embedding_rows": {n: int(reg_rows[id(p)].numel()) for n, p in regularised if id(p) in reg_rows},
+        **({"held_embedding_rows": {n: int(held[id(p)].numel()) for n, p in regularised if id(p) in held}}
+           if held else {}),
         **({"row_scan": row_scan} if row_scan else {}),
         "norm_before": sum(norms_before.values()),
         "norm_after": sum(norms_after.values()),

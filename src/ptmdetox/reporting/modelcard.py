@@ -28,7 +28,9 @@ def model_card(title: str, source: str, what: str, report: dict, notes: list[str
     if facts:
         lines += ["## Figures from the run", ""] + [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}"
                                                     for k, v in facts.items()] + [""]
-    lines += _row_scan_section(report.get("row_scan"), reset=report.get("config", {}).get("reset_rows", False))
+    config = report.get("config", {})
+    lines += _row_scan_section(report.get("row_scan"), reset=config.get("reset_rows", False),
+                               held=config.get("hold_reset_rows", False))
     if measured:
         lines += ["## Measured downstream", "", measured, ""]
     if notes:
@@ -37,14 +39,17 @@ def model_card(title: str, source: str, what: str, report: dict, notes: list[str
     return "\n".join(lines)
 
 
-def _row_scan_section(scan: dict | None, shown: int = 10, reset: bool = False) -> list[str]:
+def _row_scan_section(scan: dict | None, shown: int = 10, reset: bool = False, held: bool = False) -> list[str]:
     """What RECIPE's row scan (`embedding_rows: scanned`) found: a lead for whoever vets the checkpoint."""
     if not scan:
         return []
     tried = "tokens of the vocabulary" if scan.get("candidate_set") == "all" else "tokens rare in the auxiliary corpus"
     confirm = scan.get("confirm")
     confirm = None if not confirm or confirm.get("skipped") else confirm    # a skipped pass changed nothing
-    treated = ("reset to the mean of the other rows, then " if reset else "") + "penalised, the other rows were not."
+    if reset and held:
+        treated = "reset to the mean of the other rows and held there, the other rows were not."
+    else:
+        treated = ("reset to the mean of the other rows, then " if reset else "") + "penalised, the other rows were not."
     found = (f"{scan['flagged']} of {scan['candidates']} {tried} moved the representation state more than "
              f"z = {scan['threshold_z']:g} (robust z) when inserted once into auxiliary sentences")
     if confirm:
