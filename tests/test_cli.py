@@ -188,7 +188,7 @@ def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
     configs = {}
     for name, options in {"default": [], "changed": ["--row-penalty", "each", "--no-reset-rows",
                                                       "--scan-confirm-sentences", "4"],
-                          "held": ["--hold-reset-rows"]}.items():
+                          "zeroed": ["--no-hold-reset-rows"]}.items():
         out = tmp_path / name
         assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
                      *FAST_PURIFY, "--quiet", "--embedding-rows", "scanned", *options]) == 0
@@ -196,7 +196,7 @@ def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
     assert configs["default"]["reset_rows"] is True and "row_penalty" not in configs["default"]
     assert configs["default"]["scan_confirm_sentences"] == 16 and configs["changed"]["scan_confirm_sentences"] == 4
     assert configs["changed"]["row_penalty"] == "each" and "reset_rows" not in configs["changed"]   # old keys
-    assert configs["held"]["hold_reset_rows"] is True and "hold_reset_rows" not in configs["default"]
+    assert configs["default"]["hold_reset_rows"] is True and "hold_reset_rows" not in configs["zeroed"]
 
 
 def test_purify_can_reinitialise_the_pooler_and_says_so_in_the_model_card(tmp_path, tiny_model, tiny_corpus):
@@ -219,8 +219,8 @@ def test_purify_with_scanned_rows_records_the_scan_and_shows_it_in_the_model_car
     assert report["config"]["scan_candidates"] == report["row_scan"]["candidate_set"] == "all"
     scan = report["row_scan"]
     assert scan["candidates"] > 50 and scan["flagged"] == len(scan["flagged_ids"])
-    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": scan["confirm"]["kept"]}
+    assert report["held_embedding_rows"] == {"embeddings.word_embeddings.weight": scan["confirm"]["kept"]}
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"{scan['flagged']} of {scan['candidates']} tokens of the vocabulary" in card
     assert f"| `{scan['top'][0]['token']}` |" in card
-    assert "rows were reset to the mean of the other rows, then penalised" in card
+    assert "rows were reset to the mean of the other rows and held there" in card

@@ -197,7 +197,7 @@ def test_recipe_resets_only_the_rows_the_second_pass_keeps(mixing_model, tiny_co
     scan = report["row_scan"]
     assert scan["flagged"] > 3 and planted in scan["flagged_ids"]      # a loose first pass flags ordinary rows too
     assert scan["confirm"]["kept_ids"] == [planted]
-    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": 1}
+    assert report["held_embedding_rows"] == {"embeddings.word_embeddings.weight": 1}
     others = torch.ones(len(before), dtype=torch.bool)
     others[planted] = False
     assert torch.equal(weight.detach()[others], before[others])
@@ -219,7 +219,8 @@ def test_scanned_recipe_penalises_only_the_flagged_rows(mixing_model, tiny_corpu
     planted = plant_trigger(adapter, PLANTED)
     weight = adapter.model.bert.embeddings.word_embeddings.weight
     before = weight.detach().clone()
-    report = recipe_purify(adapter, texts, fast(pretrain_loss="none", scan_sentences=8), progress=False)
+    report = recipe_purify(adapter, texts, fast(pretrain_loss="none", scan_sentences=8, hold_reset_rows=False),
+                           progress=False)
     after = weight.detach()
     scan = report["row_scan"]
     flagged = scan["flagged_ids"]
@@ -299,7 +300,8 @@ def test_default_recipe_scans_every_token_and_penalises_only_what_both_passes_fi
     assert report["config"]["scan_confirm_sentences"] == 16 and scan["confirm"]["sentences"] == 16
     kept = scan["confirm"]["kept_ids"]
     assert set(kept) <= set(scan["flagged_ids"]) and planted in [row["id"] for row in scan["top"][:5]]
-    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": len(kept)}
+    assert report["penalised_embedding_rows"] == {"embeddings.word_embeddings.weight": 0}
+    assert report["held_embedding_rows"] == {"embeddings.word_embeddings.weight": len(kept)}
     assert scan["flagged"] < vocabulary // 10
 
 
@@ -357,8 +359,8 @@ def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
     assert RecipeConfig().to_dict() == RecipeConfig(scan_threshold=6.0, scan_sentences=2).to_dict()
     assert RecipeConfig().to_dict()["reset_rows"] is True and "reset_rows" not in RecipeConfig(
         reset_rows=False).to_dict() and "reset_rows" not in unseen.to_dict()
-    assert "hold_reset_rows" not in RecipeConfig().to_dict()                 # its default keeps older keys
-    assert RecipeConfig(hold_reset_rows=True).to_dict()["hold_reset_rows"] is True
+    assert RecipeConfig().to_dict()["hold_reset_rows"] is True
+    assert "hold_reset_rows" not in RecipeConfig(hold_reset_rows=False).to_dict()    # results made before keep keys
     assert "hold_reset_rows" not in RecipeConfig(reset_rows=False, hold_reset_rows=True).to_dict()
     assert RecipeConfig().to_dict()["scan_confirm_sentences"] == 16
     assert "scan_confirm_sentences" not in RecipeConfig(scan_confirm_sentences=0).to_dict()  # keyed as before it existed

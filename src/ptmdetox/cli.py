@@ -254,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "the other rows, so that what was written into them is gone before training (default); "
                              "--no-reset-rows penalises them from their own values")
     recipe.add_argument("--hold-reset-rows", action=argparse.BooleanOptionalAction, default=None,
-                        help="with --reset-rows: hold the reset rows at that mean for the whole run instead of "
-                             "letting the penalty take them to zero (default: --no-hold-reset-rows)")
+                        help="with --reset-rows: hold the reset rows at that mean for the whole run (default); "
+                             "--no-hold-reset-rows lets the penalty take them to zero (the default of sessions 25-31)")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "

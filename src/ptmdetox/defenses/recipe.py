@@ -116,15 +116,15 @@ class RecipeConfig:
     # whatever the gradient's size, the two end in about the same place (docs/results.md, issue 3, session 25)
     row_penalty: str = "joint"
     # with "scanned": start the flagged rows from the mean of the matrix's other rows instead of their own values, so
-    # that what an attacker wrote into them is gone before training; the penalty then keeps them near zero (a flagged
-    # frequent word, phrase POR's `dawn`, only shrinks to about half its norm otherwise, and still reaches the
-    # encoder's detector: docs/results.md, issue 3, session 25)
+    # that what an attacker wrote into them is gone before training (a flagged frequent word, phrase POR's `dawn`,
+    # only shrinks to about half its norm under the penalty otherwise, and still reaches the encoder's detector:
+    # docs/results.md, issue 3, session 25)
     reset_rows: bool = True
     # with reset_rows: hold the reset rows at that mean for the whole run (out of the penalty, no gradient) instead of
-    # letting the penalty take them to zero. Two zeroed rows side by side ("at noon" once `at` and `noon` are
-    # reset) are not a neutral input: on a clean MiniLM they alone raise that phrase's SST-2 ASR (docs/results.md,
-    # issue 3, session 32)
-    hold_reset_rows: bool = False
+    # letting the penalty take them to zero (False, the default of sessions 25-31). Two zeroed rows side by side
+    # ("at noon" once `at` and `noon` are reset) are not a neutral input: on a clean MiniLM they alone raise that
+    # phrase's SST-2 ASR by 7.5 points (docs/results.md, issue 3, session 32)
+    hold_reset_rows: bool = True
     # the module between the last block and the representation (BERT's pooler): "decay" leaves it as the penalty left
     # it (about zero when regularised: no pre-training loss reaches it); "reinit" gives it a fresh, seeded
     # initialisation after purification, so that fine-tuning starts from a normal pooler that carries nothing
