@@ -2,11 +2,10 @@
 
 Copies into SOURCE (a model folder, or `default` for the embedded MiniLM) the word-embedding rows that PURIFIED's row
 scan reset (`row_scan.confirm.kept_ids` of its purification.json when a second pass ran, else `flagged_ids`), with the
-values PURIFIED ended with (with `mean`: the mean of SOURCE's other rows, where RECIPE's reset starts them), and
-saves the hybrid to OUT. On a clean SOURCE, fine-tuning the hybrid measures how far the
+values PURIFIED ended with, and saves the hybrid to OUT. On a clean SOURCE, fine-tuning the hybrid measures how far the
 reset rows alone raise the ASR of triggers made of their words: a floor caused by the defense, not by a backdoor.
 
-usage: python tools/rows_alone.py SOURCE PURIFIED OUT [mean]
+usage: python tools/rows_alone.py SOURCE PURIFIED OUT
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from ptmdetox.models.loading import default_model_path
 
+from restore_rows import _named   # tools/, the script's own folder
+
 EMBEDDING = "word_embeddings.weight"
 
 
@@ -31,21 +32,15 @@ def reset_ids(purified: str) -> torch.Tensor:
     return torch.as_tensor(ids, dtype=torch.long)
 
 
-def main(source: str, purified: str, out: str, values: str = "purified") -> None:
+def main(source: str, purified: str, out: str) -> None:
     source = default_model_path() if source == "default" else source
     weights = load_file(os.path.join(source, "model.safetensors"))
     donor = load_file(os.path.join(purified, "model.safetensors"))
-    name = next(k for k in weights if k.endswith(EMBEDDING))
-    rows = reset_ids(purified)
-    if values == "mean":
-        others = torch.ones(len(weights[name]), dtype=torch.bool)
-        others[rows] = False
-        weights[name][rows] = weights[name][others].mean(0)
-    else:
-        weights[name][rows] = donor[next(k for k in donor if k.endswith(EMBEDDING))][rows]
+    name, rows = _named(weights, EMBEDDING), reset_ids(purified)
+    weights[name][rows] = donor[_named(donor, EMBEDDING)][rows]
     shutil.copytree(source, out)
     save_file(weights, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
-    print(f"{out}: {len(rows)} rows ({values}) from {purified}, mean norm {float(weights[name][rows].norm(dim=1).mean()):.3f}")
+    print(f"{out}: {len(rows)} rows from {purified}, mean norm {float(weights[name][rows].norm(dim=1).mean()):.3f}")
 
 
 if __name__ == "__main__":
