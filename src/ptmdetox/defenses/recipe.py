@@ -69,6 +69,21 @@ def _check_integer(name: str, value, minimum: int) -> None:
         raise PtmdetoxError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
 
 
+def _check_switches(config, names: tuple[str, ...]) -> None:
+    """YAML's `no` is a boolean, but a quoted "no" is a truthy string: refuse anything but true/false."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise PtmdetoxError(f"{name} must be true or false, got {value!r}")
+
+
+def _check_numbers(config, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PtmdetoxError(f"{name} must be a number, got {value!r}")
+
+
 @dataclass
 class RecipeConfig:
     lam: float = 1.0
@@ -175,6 +190,8 @@ class RecipeConfig:
         return cls(**asdict(base))
 
     def __post_init__(self):
+        _check_switches(self, ("reset_rows", "hold_reset_rows", "bf16", "compile"))
+        _check_numbers(self, ("lam", "scan_threshold", "keep_weight", "lr", "mlm_probability", "eps", "clip"))
         if self.norm not in NORMS:
             raise PtmdetoxError(f"unknown norm '{self.norm}' (choose from {', '.join(NORMS)})")
         if self.pretrain_loss not in PRETRAIN_LOSSES:
