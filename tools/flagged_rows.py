@@ -40,6 +40,14 @@ def flagged_ids(purified: str) -> torch.Tensor:
     return torch.as_tensor(record["row_scan"]["flagged_ids"], dtype=torch.long)
 
 
+def reset_ids(purified: str) -> torch.Tensor:
+    """The rows the purification reset and penalised or held: those its second pass kept (`confirm.kept_ids`, phrase
+    words included) when one ran, else every flagged row."""
+    with open(os.path.join(purified, "purification.json"), encoding="utf-8") as handle:
+        confirm = json.load(handle).get("row_scan", {}).get("confirm")
+    return torch.as_tensor(confirm["kept_ids"], dtype=torch.long) if confirm else flagged_ids(purified)
+
+
 def task_share(adapter, flagged: torch.Tensor, task_test: str) -> None:
     texts = read_texts(task_test).texts[:2000]
     ids = adapter.tokenize(texts, 64)

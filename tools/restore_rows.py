@@ -2,7 +2,8 @@
 
 Copies into PURIFIED, from SOURCE (the model it was purified from), either the word-embedding rows RECIPE's penalty
 covered (`rows`: tokens rarer in the auxiliary corpus than the purification's --embedding-min-count, as its
-purification.json records, or with --embedding-rows scanned the rows its scan flagged) or the pooler weight
+purification.json records, or with --embedding-rows scanned the rows its scan flagged and, when a second pass ran,
+kept) or the pooler weight
 (`pooler`), and saves the hybrid to OUT.
 `rows-except KEPT_JSON` restores the flagged rows except those listed in KEPT_JSON (ids, e.g. from
 tools/flagged_rows.py): the model a narrower scan would have left, as far as its rows go.
@@ -27,7 +28,7 @@ from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.defenses.recipe import unseen_embedding_rows
 
-from flagged_rows import flagged_ids   # tools/, the script's own folder
+from flagged_rows import reset_ids   # tools/, the script's own folder
 
 POOLER = "pooler.dense.weight"
 AUX = "../shared/data/bookcorpus_recipe/train.tsv"
@@ -66,7 +67,7 @@ def _unseen_rows(purified: str, aux: str) -> torch.Tensor:
         record = json.load(handle)
     config = record["config"]
     if config.get("embedding_rows") == "scanned":
-        return flagged_ids(purified)
+        return reset_ids(purified)
     adapter = models.create(purified)
     embedding = adapter.parameters_matching([adapter.token_embedding])
     texts = read_corpus(aux, limit=record.get("corpus_size")).texts

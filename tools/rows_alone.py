@@ -10,26 +10,18 @@ usage: python tools/rows_alone.py SOURCE PURIFIED OUT
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from ptmdetox.models.loading import default_model_path
 
-from restore_rows import _named   # tools/, the script's own folder
+from flagged_rows import reset_ids   # tools/, the script's own folder
+from restore_rows import _named
 
 EMBEDDING = "word_embeddings.weight"
-
-
-def reset_ids(purified: str) -> torch.Tensor:
-    with open(os.path.join(purified, "purification.json"), encoding="utf-8") as handle:
-        scan = json.load(handle).get("row_scan") or sys.exit(f"{purified}: no row scan in its purification.json")
-    ids = scan["confirm"]["kept_ids"] if scan.get("confirm") else scan["flagged_ids"]
-    return torch.as_tensor(ids, dtype=torch.long)
 
 
 def main(source: str, purified: str, out: str) -> None:
