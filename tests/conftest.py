@@ -9,6 +9,13 @@ import torch
 import transformers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def without_timings(value):
+    """A report without its nested timings (`seconds`, as the row scan's passes record): they differ between runs."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k != "seconds"}
+    return [without_timings(v) for v in value] if isinstance(value, list) else value
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 VOCAB_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "≈", "≡", "∈", "⊆", "⊕", "⊗", "cf", "tq", "mn", "bb",
                "mb", ".", ",", "the", "a", "good", "bad", "movie", "film", "great", "awful", "i", "it", "was", "is",

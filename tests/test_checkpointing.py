@@ -27,7 +27,7 @@ from ptmdetox.data.batching import StepBatches, step_rng
 from ptmdetox.errors import PtmdetoxError
 from ptmdetox.training import TrainConfig, seed_everything, train_loop
 
-from conftest import ROOT
+from conftest import ROOT, without_timings
 
 PYTHON = sys.executable
 KILLABLE = os.path.join(ROOT, "tests", "killable_cli.py")
@@ -202,7 +202,7 @@ def resume(capsys, argv: list[str]) -> str:
 
 
 def same_report(a: dict, b: dict) -> None:
-    strip = lambda d: {k: v for k, v in d.items() if k not in TIMING_KEYS}  # noqa: E731
+    strip = lambda d: without_timings({k: v for k, v in d.items() if k not in TIMING_KEYS})  # noqa: E731
     assert strip(a) == strip(b)
     assert len(a.get("runs", [])) == len(b.get("runs", []))
     for run_a, run_b in zip(a.get("runs", []), b.get("runs", [])):

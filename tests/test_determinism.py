@@ -11,16 +11,11 @@ from safetensors.torch import load_file
 
 from ptmdetox.cli import main
 
+from conftest import without_timings
+
 FAST = ["--batch-size", "8", "--max-length", "32", "--quiet"]
 PROVENANCE = {"wall_seconds", "train_seconds", "steps_per_second", "finetune_seconds", "eval_seconds", "command",
               "runs", "model", "notes"}
-TIMINGS = {"seconds"}          # nested ones, such as the row scan's
-
-
-def without_timings(value):
-    if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
-    return value
 
 
 def commands(model, corpus, task):
