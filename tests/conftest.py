@@ -9,6 +9,10 @@ import torch
 import transformers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+VOCAB_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "≈", "≡", "∈", "⊆", "⊕", "⊗", "cf", "tq", "mn", "bb",
+               "mb", ".", ",", "the", "a", "good", "bad", "movie", "film", "great", "awful", "i", "it", "was", "is",
+               "not", "very", "and", "of", "to", "in", "at", "noon", "dawn", "last", "weekend", "fun", "boring"]
 
 
 def without_timings(value):
@@ -16,10 +20,6 @@ def without_timings(value):
     if isinstance(value, dict):
         return {k: without_timings(v) for k, v in value.items() if k != "seconds"}
     return [without_timings(v) for v in value] if isinstance(value, list) else value
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
-VOCAB_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "≈", "≡", "∈", "⊆", "⊕", "⊗", "cf", "tq", "mn", "bb",
-               "mb", ".", ",", "the", "a", "good", "bad", "movie", "film", "great", "awful", "i", "it", "was", "is",
-               "not", "very", "and", "of", "to", "in", "at", "noon", "dawn", "last", "weekend", "fun", "boring"]
 
 
 def tiny_bert(folder: str, *, with_head: bool = True, seed: int = 0, **config_overrides) -> str:

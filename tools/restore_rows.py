@@ -5,7 +5,7 @@ covered (`rows`: tokens rarer in the auxiliary corpus than the purification's --
 purification.json records, or with --embedding-rows scanned the rows its scan flagged and, when a second pass ran,
 kept) or the pooler weight
 (`pooler`), and saves the hybrid to OUT.
-`rows-except KEPT_JSON` restores the flagged rows except those listed in KEPT_JSON (ids, e.g. from
+`rows-except KEPT_JSON` restores the same rows except those listed in KEPT_JSON (ids, e.g. from
 tools/flagged_rows.py): the model a narrower scan would have left, as far as its rows go.
 `pooler-reinit` instead draws a fresh pooler weight, N(0, 0.02) from torch seed 0 (SOURCE unused; bias kept). Fine-tuning
 the hybrid on a clean task measures the ACC those weights cost; its ASR means nothing (the backdoor comes back too).
