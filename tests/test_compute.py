@@ -64,10 +64,22 @@ def test_reference_projects_every_position_fast_only_the_masked_ones(tiny_model)
     n_masked = sum(label != IGNORE for row in labels for label in row)
     mlm_loss(adapter, REFERENCE, masked, labels)
     mlm_loss(adapter, FAST, masked, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mlm_loss(adapter, FAST, masked, labels)
     hidden = adapter.representation_size
     rounded = -(-n_masked // MASKED_ROWS_MULTIPLE) * MASKED_ROWS_MULTIPLE
-    assert shapes == [(len(SENTENCES) * 64, hidden), (rounded, hidden)]
-    assert 0 < n_masked <= rounded < n_masked + MASKED_ROWS_MULTIPLE < len(SENTENCES) * 64
+    assert shapes == [(len(SENTENCES) * 64, hidden), (n_masked, hidden), (rounded, hidden)]
+    assert 0 < n_masked < rounded < n_masked + MASKED_ROWS_MULTIPLE < len(SENTENCES) * 64   # bf16 rounds the count up
+
+
+def test_masked_rows_are_rounded_only_under_autocast():
+    labels = torch.full((2, 9), IGNORE)
+    labels[0, 3], labels[1, 4] = 5, 6
+    assert padded_masked_rows(labels)[0].tolist() == [3, 13]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rows, targets = padded_masked_rows(labels)
+    assert len(rows) == MASKED_ROWS_MULTIPLE and rows[:2].tolist() == [3, 13]
+    assert (targets[2:] == IGNORE).all() and targets[:2].tolist() == [5, 6]
 
 
 def test_padded_masked_rows_round_the_count_up_and_ignore_the_pads():

@@ -32,14 +32,22 @@ def quiet_transformers():
         transformers.logging.set_verbosity(previous)
 
 
-#: the number of masked rows fed to the vocabulary projection is rounded up to a multiple of this (the extra rows
-#: repeat row 0 and are ignored by the loss): bf16 matrix products build a kernel per new shape, and an unrounded
-#: count gives nearly every step a new one
+#: under bf16 autocast, the number of masked rows fed to the vocabulary projection is rounded up to a multiple of
+#: this (the extra rows repeat row 0 and are ignored by the loss): bf16 matrix products build a kernel per new shape,
+#: and an unrounded count gives nearly every step a new one. fp32 products have no such cost, so there the count
+#: stays as it is and the extra rows' work is saved.
 MASKED_ROWS_MULTIPLE = 16
 
 
-def padded_masked_rows(labels: torch.Tensor, multiple: int = MASKED_ROWS_MULTIPLE):
-    """Flat indices of the masked positions, padded to a multiple of `multiple`, and their targets (IGNORE on pads)."""
+def masked_rows_multiple() -> int:
+    autocast = any(torch.is_autocast_enabled(device) for device in ("cpu", "cuda"))
+    return MASKED_ROWS_MULTIPLE if autocast else 1
+
+
+def padded_masked_rows(labels: torch.Tensor, multiple: int | None = None):
+    """Flat indices of the masked positions, padded to a multiple of `multiple` (default: `masked_rows_multiple()`),
+    and their targets (IGNORE on pads)."""
+    multiple = multiple or masked_rows_multiple()
     flat = labels.reshape(-1)
     rows = (flat != IGNORE).nonzero().squeeze(1)
     targets = flat[rows]

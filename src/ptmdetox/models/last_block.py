@@ -70,10 +70,11 @@ def block_at_rows(block: nn.Module, hidden: torch.Tensor, attention_mask: torch.
     attention = block.attention.self
     heads, size = attention.num_attention_heads, attention.attention_head_size
     which, where = rows // length, rows % length
-    inputs = hidden.reshape(-1, width)[rows]
+    # index_select, not [·]: its backward adds whole rows (index_add_), where indexing's scatters element-wise
+    inputs = hidden.reshape(-1, width).index_select(0, rows)
     query = attention.query(inputs).view(-1, heads, size)
-    key = attention.key(hidden).view(batch, length, heads, size)[which]
-    value = attention.value(hidden).view(batch, length, heads, size)[which]
+    key = attention.key(hidden).view(batch, length, heads, size).index_select(0, which)
+    value = attention.value(hidden).view(batch, length, heads, size).index_select(0, which)
     scores = torch.einsum("mhd,mthd->mht", query, key) * getattr(attention, "scaling", size ** -0.5)
     scores = scores.masked_fill(~attention_mask.bool()[which, None, :], float("-inf"))
     probs = scores.softmax(-1)
