@@ -50,6 +50,35 @@ def test_bench_speed_runs_both_modes_and_writes_json_and_markdown(tiny_model, tm
     assert "| reference |" in markdown and "| fast |" in markdown
 
 
+def test_the_as_installed_reference_runs_in_a_child_without_our_settings(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")          # as the ptmdetox command sets for itself
+    results = tmp_path / "results"
+    code = main(["bench", "speed", "--model", tiny_model, "--corpus", long_corpus(tmp_path), "--results", str(results),
+                 "--variants", "reference,reference+as-installed,fast", *TINY])
+    assert code == 0
+    report = json.loads((results / "speed.json").read_text())
+    rows = {r["variant"]: r for r in report["rows"]}
+    installed, reference, fast = rows["reference+as-installed"], rows["reference"], rows["fast"]
+    assert installed["process"]["as_installed"] and "MALLOC_MMAP_MAX_" not in installed["process"]["env"]
+    assert report["env"]["MALLOC_MMAP_MAX_"] == "0" and "process" not in reference
+    assert installed["compute"] == reference["compute"] and installed["timed_steps"] == 3
+    assert installed["gflop_per_step"] == reference["gflop_per_step"]          # same mode, same counted work
+    # speed-ups count real tokens, as issue 5's bar does
+    for key, base in (("speedup_vs_reference", reference), ("speedup_vs_installed_reference", installed)):
+        assert fast[key] == pytest.approx(fast["real_tokens_per_second"] / base["real_tokens_per_second"])
+    assert installed["speedup_vs_installed_reference"] == 1.0
+    markdown = (results / "speed.md").read_text()
+    assert "| vs reference as installed |" in markdown and "| reference+as-installed |" in markdown
+
+
+def test_the_as_installed_reference_is_not_a_quality_variant(tiny_model, tmp_path, capsys):
+    code = main(["bench", "speed", "--model", tiny_model, "--corpus", long_corpus(tmp_path), "--variants", "fast",
+                 "--results", str(tmp_path / "r"), *TINY, "--quality", tiny_model,
+                 "--quality-variants", "reference+as-installed,fast"])
+    assert code != 0
+    assert "unknown quality variant(s) reference+as-installed" in capsys.readouterr().err
+
+
 def test_bench_speed_quality_purifies_in_both_modes_and_evaluates(tiny_model, tiny_task, tmp_path):
     results = tmp_path / "results"
     code = main(["bench", "speed", "--model", tiny_model, "--corpus", long_corpus(tmp_path), "--results", str(results),

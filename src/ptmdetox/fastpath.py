@@ -14,12 +14,13 @@ import tempfile
 
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 SHIM_SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
+SHIM_NAME = "libmkl_intel_path.so"
 
 
 def mkl_shim_path() -> str | None:
     """Build (once) and return the shim library, or None when no C compiler is available."""
     cache = os.path.join(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "~/.cache")), "ptmdetox")
-    library = os.path.join(cache, "libmkl_intel_path.so")
+    library = os.path.join(cache, SHIM_NAME)
     if os.path.isfile(library):
         return library
     try:
@@ -43,6 +44,18 @@ def fast_environment(environ: dict) -> dict:
         if shim and shim not in environ.get("LD_PRELOAD", ""):
             env["LD_PRELOAD"] = ":".join(filter(None, [environ.get("LD_PRELOAD"), shim]))
     env["PTMDETOX_FAST_ENV"] = "1"
+    return env
+
+
+def installed_environment(environ: dict) -> dict:
+    """`environ` as Python runs without ptmdetox's settings: no malloc settings, MKL shim or thread count of its own,
+    and no re-execution."""
+    ours = {*MALLOC_ENV, "PTMDETOX_FAST_MKL", "PTMDETOX_FAST_ENV", "PTMDETOX_THREADS", "LD_PRELOAD"}
+    env = {k: v for k, v in environ.items() if k not in ours}
+    preload = [p for p in environ.get("LD_PRELOAD", "").split(":") if p and os.path.basename(p) != SHIM_NAME]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    env["PTMDETOX_NO_REEXEC"] = "1"
     return env
 
 

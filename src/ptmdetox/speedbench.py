@@ -1,7 +1,9 @@
 """`ptmdetox bench speed`: RECIPE purification speed, reference (released-code layout) against fast, side by side.
 
 For each variant the same model purifies the same auxiliary sentences with the same seed. The first `warmup` steps
-(compilation, allocator warm-up) are timed separately; the `steps` after them give steps/s and tokens/s.
+(compilation, allocator warm-up) are timed separately; the `steps` after them give steps/s and tokens/s. Speed-ups
+are ratios of real (non-padding) tokens/s. `reference+as-installed` times the reference in a child process without
+the settings the ptmdetox command gives itself (malloc, MKL shim, thread count), as the released code runs.
 
 FLOPs are counted, not estimated from a formula: a second, untimed run of each mode replays the same batches (same
 seed) under `torch.utils.flop_counter.FlopCounterMode`, which counts every matrix product of the forward and of the
@@ -13,15 +15,19 @@ same thread count, before and after the timed runs (the better reading counts: t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 from torch.utils import flop_counter
 
-from . import models, pipeline
+from . import fastpath, models, pipeline
 from .data.readers import read_corpus
 from .defenses.recipe import preset, recipe_purify
 from .errors import PtmdetoxError
@@ -38,7 +44,11 @@ VARIANTS = {
     "fast+bf16": {"mode": "fast", "bf16": True},
     "fast+compile": {"mode": "fast", "compile": True},
     "fast+torch-dropout": {"mode": "fast", "dropout_rng": "torch"},   # fast mode with torch's dropout masks
+    # reference mode as the released code runs: in a child process without the settings the ptmdetox command gives
+    # itself (glibc malloc, the opt-in MKL shim, its thread count; `ptmdetox.fastpath`)
+    "reference+as-installed": {"mode": "reference"},
 }
+AS_INSTALLED = "reference+as-installed"
 
 
 @dataclass
@@ -179,6 +189,32 @@ def time_variant(config: SpeedConfig, variant: str, texts: list[str]) -> dict:
     }
 
 
+def time_variant_as_installed(config: SpeedConfig, variant: str) -> dict:
+    """`time_variant` of `variant`'s mode in a child process with `fastpath.installed_environment`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, out = os.path.join(tmp, "config.json"), os.path.join(tmp, "row.json")
+        with open(spec, "w", encoding="utf-8") as f:
+            json.dump({**asdict(config), "variants": [variant]}, f)
+        code = "import sys; from ptmdetox.speedbench import child_main; child_main(*sys.argv[1:])"
+        done = subprocess.run([sys.executable, "-c", code, spec, out], capture_output=True, text=True,
+                              env=fastpath.installed_environment(dict(os.environ)))
+        if done.returncode != 0 or not os.path.isfile(out):
+            lines = done.stderr.strip().splitlines() or ["no output"]
+            raise PtmdetoxError(f"speed: the {variant} run failed ({lines[-1][:200]})")
+        with open(out, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def child_main(spec: str, out: str) -> None:
+    with open(spec, encoding="utf-8") as f:
+        config = SpeedConfig(**{**json.load(f), "count_flops": False})
+    (variant,) = config.variants
+    texts = read_corpus(config.corpus, limit=config.corpus_limit).texts
+    row = time_variant(config, variant, texts)
+    row["process"] = {"as_installed": True, **threads_and_environment()}
+    write_json_atomic(out, row)
+
+
 def _register_cpu_attention_flops() -> None:
     """FlopCounterMode knows the GPU attention kernels; teach it the CPU flash-attention kernel too."""
     forward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -225,7 +261,8 @@ def run_speed(config: SpeedConfig, results: str = "results", quality: "QualityCo
     for variant in config.variants:
         if progress:
             print(f"speed: {variant} ({config.warmup} + {config.steps} steps)", flush=True)
-        row = time_variant(config, variant, texts)
+        row = (time_variant_as_installed(config, variant) if variant == AS_INSTALLED
+               else time_variant(config, variant, texts))
         mode = VARIANTS[variant]["mode"]
         if config.count_flops:
             if mode not in flops_by_mode:
@@ -261,11 +298,15 @@ def _add_peak_fractions(rows: list[dict], peak: dict) -> None:
                 row["fraction_of_bf16_peak"] = row["gflops"] / peak["bf16_gflops"]
 
 
+#: speed-up fields and the variant each is relative to; the ratio is of real (non-padding) tokens per second
+SPEEDUPS = {"speedup_vs_reference": "reference", "speedup_vs_installed_reference": AS_INSTALLED}
+
+
 def _add_speedups(rows: list[dict]) -> None:
-    reference = next((r for r in rows if r["variant"] == "reference"), None)
-    for row in rows:
-        if reference:
-            row["speedup_vs_reference"] = row["steps_per_second"] / reference["steps_per_second"]
+    for key, base_name in SPEEDUPS.items():
+        base = next((r for r in rows if r["variant"] == base_name), None)
+        for row in rows if base else []:
+            row[key] = row["real_tokens_per_second"] / base["real_tokens_per_second"]
 
 
 def _mean_spread(row: dict, key: str, seeds) -> str:
@@ -273,8 +314,27 @@ def _mean_spread(row: dict, key: str, seeds) -> str:
     return f"{row[key]:.1f}" + (f" ± {spread:.1f}" if spread is not None and len(seeds) > 1 else "")
 
 
+SPEEDUP_HEADERS = {"speedup_vs_reference": "real tok/s vs reference",
+                   "speedup_vs_installed_reference": "vs reference as installed"}
+
+
+def _table(rows: list[dict], speedups: list[str]) -> list[str]:
+    headers = ["variant", "steps/s", "real tok/s", "padded tok/s", "padding", "GFLOP/step", "GFLOP/s", "% fp32 peak",
+               "warm-up overhead s", *(SPEEDUP_HEADERS[k] for k in speedups)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for r in rows:
+        flops = ([f"{r['gflop_per_step']:.3g}", f"{r['gflops']:.3g}", f"{100 * r['fraction_of_fp32_peak']:.1f}"]
+                 if "gflops" in r else ["–"] * 3)
+        cells = [r["variant"], f"{r['steps_per_second']:.2f}", f"{r['real_tokens_per_second']:.0f}",
+                 f"{r['padded_tokens_per_second']:.0f}", f"{100 * r['padding_fraction']:.0f} %", *flops,
+                 f"{r['warmup_overhead_seconds']:.1f}", *(f"{r[k]:.2f}×" for k in speedups)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def speed_markdown(report: dict) -> str:
     peak = report["matmul_peak"]
+    speedups = [k for k in SPEEDUPS if all(k in r for r in report["rows"])]
     lines = ["# RECIPE purification speed", "",
              f"Model `{report['config']['model']}`, {report['sentences']} sentences of "
              f"`{report['config']['corpus']}`, batch {report['config']['batch_size']}, max length "
@@ -283,16 +343,10 @@ def speed_markdown(report: dict) -> str:
              f"{report['torch_threads']}; CPU {report['cpu'].get('model', '?')}; matmul peak "
              + ", ".join(f"{k.split('_')[0]} {v:.0f} GFLOP/s" for k, v in peak.items())
              + " (the better of two readings, before and after the timed runs).", "",
-             "| variant | steps/s | real tok/s | padded tok/s | padding | GFLOP/step | GFLOP/s | % fp32 peak | "
-             "warm-up overhead s | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in report["rows"]:
-        flops = (f"{r['gflop_per_step']:.3g} | {r['gflops']:.3g} | {100 * r['fraction_of_fp32_peak']:.1f}"
-                 if "gflops" in r else "– | – | –")
-        speedup = f"{r['speedup_vs_reference']:.2f}×" if "speedup_vs_reference" in r else "–"
-        lines.append(f"| {r['variant']} | {r['steps_per_second']:.2f} | {r['real_tokens_per_second']:.0f} | "
-                     f"{r['padded_tokens_per_second']:.0f} | {100 * r['padding_fraction']:.0f} % | {flops} | "
-                     f"{r['warmup_overhead_seconds']:.1f} | {speedup} |")
+             *_table(report["rows"], speedups)]
+    if AS_INSTALLED in {r["variant"] for r in report["rows"]}:
+        lines += ["", f"`{AS_INSTALLED}` ran in a child process without the ptmdetox command's own settings "
+                      "(malloc, MKL shim, thread count), as the released code runs."]
     if "quality" in report:
         q = report["quality"]
         lines += ["", f"## Quality: {q['steps']} purification steps, then `{q['task']}` (seeds {q['seeds']})", "",
@@ -410,10 +464,10 @@ def run_from_args(args) -> dict:
         except ValueError:
             raise PtmdetoxError(f"seeds must be comma-separated integers, got '{args.seeds}'") from None
         variants = tuple(v.strip() for v in args.quality_variants.split(",") if v.strip())
-        unknown = [v for v in variants if v not in VARIANTS]
+        unknown = [v for v in variants if v not in VARIANTS or v == AS_INSTALLED]
         if unknown or not variants:
             raise PtmdetoxError(f"unknown quality variant(s) {', '.join(unknown) or '(none given)'} "
-                                f"(choose from {', '.join(VARIANTS)})")
+                                f"(choose from {', '.join(v for v in VARIANTS if v != AS_INSTALLED)})")
         quality = QualityConfig(model=args.quality, task=args.task, steps=args.quality_steps, seeds=seeds,
                                 variants=variants, triggers=args.quality_triggers,
                                 workdir=args.workdir, epochs=args.epochs, train_limit=args.train_limit,
