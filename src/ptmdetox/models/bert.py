@@ -40,6 +40,7 @@ MASKED_ROWS_MULTIPLE = 16
 
 
 def masked_rows_multiple() -> int:
+    """MASKED_ROWS_MULTIPLE under autocast (bf16 products), 1 otherwise."""
     autocast = any(torch.is_autocast_enabled(device) for device in ("cpu", "cuda"))
     return MASKED_ROWS_MULTIPLE if autocast else 1
 
