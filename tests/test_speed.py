@@ -24,13 +24,18 @@ def long_corpus(tmp_path) -> str:
     return str(path)
 
 
-def test_bench_speed_runs_both_modes_and_writes_json_and_markdown(tiny_model, tmp_path, capsys):
+def run_bench(model, tmp_path, variants: str) -> tuple[dict, dict, str]:
+    """(speed.json, its rows by variant, speed.md) of a tiny `bench speed` run."""
     results = tmp_path / "results"
-    code = main(["bench", "speed", "--model", tiny_model, "--corpus", long_corpus(tmp_path), "--results", str(results),
-                 "--variants", "reference,fast", *TINY])
+    code = main(["bench", "speed", "--model", model, "--corpus", long_corpus(tmp_path), "--results", str(results),
+                 "--variants", variants, *TINY])
     assert code == 0
     report = json.loads((results / "speed.json").read_text())
-    rows = {r["variant"]: r for r in report["rows"]}
+    return report, {r["variant"]: r for r in report["rows"]}, (results / "speed.md").read_text()
+
+
+def test_bench_speed_runs_both_modes_and_writes_json_and_markdown(tiny_model, tmp_path, capsys):
+    report, rows, markdown = run_bench(tiny_model, tmp_path, "reference,fast")
     assert set(rows) == {"reference", "fast"}
     reference, fast = rows["reference"], rows["fast"]
     for row in (reference, fast):
@@ -46,18 +51,12 @@ def test_bench_speed_runs_both_modes_and_writes_json_and_markdown(tiny_model, tm
     assert fast["fraction_of_fp32_peak"] == pytest.approx(fast["gflops"] / report["matmul_peak"]["fp32_gflops"])
     assert report["torch_threads"] == torch.get_num_threads()
     assert {"torch", "transformers"} <= set(report["versions"])
-    markdown = (results / "speed.md").read_text()
     assert "| reference |" in markdown and "| fast |" in markdown
 
 
 def test_the_as_installed_reference_runs_in_a_child_without_our_settings(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")          # as the ptmdetox command sets for itself
-    results = tmp_path / "results"
-    code = main(["bench", "speed", "--model", tiny_model, "--corpus", long_corpus(tmp_path), "--results", str(results),
-                 "--variants", "reference,reference+as-installed,fast", *TINY])
-    assert code == 0
-    report = json.loads((results / "speed.json").read_text())
-    rows = {r["variant"]: r for r in report["rows"]}
+    report, rows, markdown = run_bench(tiny_model, tmp_path, "reference,reference+as-installed,fast")
     installed, reference, fast = rows["reference+as-installed"], rows["reference"], rows["fast"]
     assert installed["process"]["as_installed"] and "MALLOC_MMAP_MAX_" not in installed["process"]["env"]
     assert report["env"]["MALLOC_MMAP_MAX_"] == "0" and "process" not in reference
@@ -67,7 +66,6 @@ def test_the_as_installed_reference_runs_in_a_child_without_our_settings(tiny_mo
     for key, base in (("speedup_vs_reference", reference), ("speedup_vs_installed_reference", installed)):
         assert fast[key] == pytest.approx(fast["real_tokens_per_second"] / base["real_tokens_per_second"])
     assert installed["speedup_vs_installed_reference"] == 1.0
-    markdown = (results / "speed.md").read_text()
     assert "| vs reference as installed |" in markdown and "| reference+as-installed |" in markdown
 
 
