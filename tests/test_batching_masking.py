@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from ptmdetox.data.batching import bucketed_batches, pad, sequential_batches
 from ptmdetox.data.masking import IGNORE, mask_batch, mask_sequence

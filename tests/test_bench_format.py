@@ -9,7 +9,6 @@ import yaml
 
 from ptmdetox import defenses
 from ptmdetox.bench import _chain, _resolved, load_suite, run_suite, triggers_by_model
-from ptmdetox.cli import main
 from ptmdetox.defenses.recipe import RecipeConfig
 from ptmdetox.errors import PtmdetoxError
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .dropout import check_generator
-from .errors import PtmdetoxError
+from .errors import PtmdetoxError, check_choice
 from .models.base import ComputeOptions
 
 MODES = ("fast", "reference")
@@ -26,8 +26,7 @@ SPEED_DEFAULTS = {"mode": "fast", "bf16": False, "compile": False}
 
 def check_mode(mode: str, *, bf16: bool = False, compile: bool = False, masking: str = "static",
                dropout_rng: str = "torch") -> None:
-    if mode not in MODES:
-        raise PtmdetoxError(f"unknown compute mode '{mode}' (choose from {', '.join(MODES)})")
+    check_choice("compute mode", mode, MODES)
     check_generator(dropout_rng)
     if mode == "reference":
         clashes = [name for name, on in (("bf16", bf16), ("compile", compile), ("dynamic masking", masking == "dynamic"),

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .errors import PtmdetoxError
+from .errors import check_choice
 
 GENERATORS = ("torch", "sfc64")
 _WORD = 1 << 16
@@ -77,8 +77,7 @@ class _SFC64Dropout(TorchFunctionMode):
 
 
 def check_generator(name: str) -> None:
-    if name not in GENERATORS:
-        raise PtmdetoxError(f"unknown dropout generator '{name}' (choose from {', '.join(GENERATORS)})")
+    check_choice("dropout generator", name, GENERATORS)
 
 
 @contextlib.contextmanager

@@ -11,3 +11,9 @@ class UnsafeCheckpointError(PtmdetoxError):
 
 class DivergenceError(PtmdetoxError):
     """Training produced a non-finite loss; nothing is saved."""
+
+
+def check_choice(what: str, value, choices) -> None:
+    """Refuse `value` unless it is one of `choices`, naming them: "unknown norm 'x' (choose from fro, fro2)"."""
+    if value not in choices:
+        raise PtmdetoxError(f"unknown {what} '{value}' (choose from {', '.join(choices)})")

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Callable
 
 from ..data.triggers import parse_triggers
-from ..errors import PtmdetoxError
+from ..errors import PtmdetoxError, check_choice
 from .badpre import BadpreConfig, badpre_attack
 from .neuba import NeubaConfig, neuba_attack
 from .por import PorConfig, por_attack
@@ -27,8 +27,7 @@ def register(name: str, config_class: type, run: Callable, display_name: str | N
 
 
 def lookup(name: str) -> tuple[type, Callable]:
-    if name not in ATTACKS:
-        raise PtmdetoxError(f"unknown attack '{name}' (choose from {', '.join(ATTACKS)})")
+    check_choice("attack", name, ATTACKS)
     return ATTACKS[name]
 
 

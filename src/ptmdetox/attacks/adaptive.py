@@ -12,7 +12,7 @@ import torch
 
 from ..compute import config_dict
 from ..defenses.recipe import NORMS, regularisation
-from ..errors import PtmdetoxError
+from ..errors import PtmdetoxError, check_choice
 from ..models.base import ModelAdapter
 
 ADAPTIVE_FIELDS = ("adaptive_lam", "adaptive_regularise", "adaptive_norm")
@@ -27,8 +27,7 @@ class AdaptiveOptions:
     def __post_init__(self):
         if self.adaptive_lam < 0:
             raise PtmdetoxError(f"the adaptive λ must be non-negative, got {self.adaptive_lam}")
-        if self.adaptive_norm not in NORMS:
-            raise PtmdetoxError(f"unknown adaptive norm '{self.adaptive_norm}' (choose from {', '.join(NORMS)})")
+        check_choice("adaptive norm", self.adaptive_norm, NORMS)
         if isinstance(self.adaptive_regularise, str):
             self.adaptive_regularise = (self.adaptive_regularise,)
         elif self.adaptive_regularise is not None:

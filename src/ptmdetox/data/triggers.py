@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 
-from ..errors import PtmdetoxError
+from ..errors import PtmdetoxError, check_choice
 
 TRIGGER_SETS = {
     "neuba": ("≈", "≡", "∈", "⊆", "⊕", "⊗"),
@@ -32,8 +32,7 @@ class InsertionPolicy:
     seed: int = 42
 
     def __post_init__(self):
-        if self.position not in POSITIONS:
-            raise PtmdetoxError(f"unknown insertion position '{self.position}' (choose from {', '.join(POSITIONS)})")
+        check_choice("insertion position", self.position, POSITIONS)
         if self.count < 1:
             raise PtmdetoxError(f"insertion count must be at least 1, got {self.count}")
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..errors import PtmdetoxError
+from ..errors import PtmdetoxError, check_choice
 from ..models.base import ModelAdapter
 
 MODES = ("value", "std", "quantile")
@@ -28,8 +28,7 @@ class ClipConfig:
     matrices_only: bool = field(default=False, metadata={"help": "clip only tensors with 2+ dimensions"})
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise PtmdetoxError(f"unknown clipping mode '{self.mode}' (choose from {', '.join(MODES)})")
+        check_choice("clipping mode", self.mode, MODES)
         if self.mode == "quantile" and not 0 < self.threshold < 0.5:
             raise PtmdetoxError(f"a quantile threshold must be in (0, 0.5), got {self.threshold}")
         if self.mode != "quantile" and not self.threshold > 0:

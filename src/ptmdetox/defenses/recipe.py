@@ -33,7 +33,7 @@ a second student pass on the unmasked batch.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from ..compute import bucketed, check_mode, compute_options, compute_record, config_dict, fused_adamw
 from ..data.batching import StepBatches, step_rng
 from ..dropout import dropout_masks
-from ..errors import PtmdetoxError
+from ..errors import PtmdetoxError, check_choice
 from ..models.base import ModelAdapter
 from ..snapshots import SnapshotSaver, check_steps
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
@@ -192,40 +192,24 @@ class RecipeConfig:
     def __post_init__(self):
         _check_switches(self, ("reset_rows", "hold_reset_rows", "bf16", "compile"))
         _check_numbers(self, ("lam", "scan_threshold", "keep_weight", "lr", "mlm_probability", "eps", "clip"))
-        if self.norm not in NORMS:
-            raise PtmdetoxError(f"unknown norm '{self.norm}' (choose from {', '.join(NORMS)})")
-        if self.pretrain_loss not in PRETRAIN_LOSSES:
-            raise PtmdetoxError(f"unknown pre-training loss '{self.pretrain_loss}' "
-                                f"(choose from {', '.join(PRETRAIN_LOSSES)})")
-        if self.scope not in SCOPES:
-            raise PtmdetoxError(f"unknown scope '{self.scope}' (choose from {', '.join(SCOPES)})")
-        if self.embedding_rows not in EMBEDDING_ROWS:
-            raise PtmdetoxError(f"unknown embedding_rows '{self.embedding_rows}' "
-                                f"(choose from {', '.join(EMBEDDING_ROWS)})")
+        check_choice("norm", self.norm, NORMS)
+        check_choice("pre-training loss", self.pretrain_loss, PRETRAIN_LOSSES)
+        check_choice("scope", self.scope, SCOPES)
+        check_choice("embedding_rows", self.embedding_rows, EMBEDDING_ROWS)
+        check_choice("scan_candidates", self.scan_candidates, SCAN_CANDIDATES)
+        check_choice("scan_positions", self.scan_positions, POSITIONS)
+        check_choice("row_penalty", self.row_penalty, ROW_PENALTIES)
+        check_choice("representation_head", self.representation_head, REPRESENTATION_HEADS)
+        check_choice("keep_input", self.keep_input, KEEP_INPUTS)
+        check_choice("keep_positions", self.keep_positions, KEEP_POSITIONS)
+        check_choice("masking", self.masking, MASKING)
         _check_integer("embedding_min_count", self.embedding_min_count, 1)
-        if self.scan_candidates not in SCAN_CANDIDATES:
-            raise PtmdetoxError(f"unknown scan_candidates '{self.scan_candidates}' "
-                                f"(choose from {', '.join(SCAN_CANDIDATES)})")
-        if self.scan_positions not in POSITIONS:
-            raise PtmdetoxError(f"unknown scan_positions '{self.scan_positions}' (choose from {', '.join(POSITIONS)})")
-        if self.row_penalty not in ROW_PENALTIES:
-            raise PtmdetoxError(f"unknown row_penalty '{self.row_penalty}' (choose from {', '.join(ROW_PENALTIES)})")
         if not self.scan_threshold > 0:
             raise PtmdetoxError(f"scan_threshold must be positive, got {self.scan_threshold!r}")
         _check_integer("scan_sentences", self.scan_sentences, 1)
         _check_integer("scan_confirm_sentences", self.scan_confirm_sentences, 0)
         _check_integer("scan_phrase_words", self.scan_phrase_words, 0)
         _check_integer("scan_phrase_partners", self.scan_phrase_partners, 0)
-        if self.representation_head not in REPRESENTATION_HEADS:
-            raise PtmdetoxError(f"unknown representation_head '{self.representation_head}' "
-                                f"(choose from {', '.join(REPRESENTATION_HEADS)})")
-        if self.keep_input not in KEEP_INPUTS:
-            raise PtmdetoxError(f"unknown keep_input '{self.keep_input}' (choose from {', '.join(KEEP_INPUTS)})")
-        if self.keep_positions not in KEEP_POSITIONS:
-            raise PtmdetoxError(f"unknown keep_positions '{self.keep_positions}' "
-                                f"(choose from {', '.join(KEEP_POSITIONS)})")
-        if self.masking not in MASKING:
-            raise PtmdetoxError(f"unknown masking '{self.masking}' (choose from {', '.join(MASKING)})")
         if self.lam < 0:
             raise PtmdetoxError(f"λ must be non-negative, got {self.lam}")
         if not self.keep_weight >= 0:
@@ -270,8 +254,7 @@ PRESETS = {
 
 
 def preset(name: str, **overrides) -> RecipeConfig:
-    if name not in PRESETS:
-        raise PtmdetoxError(f"unknown RECIPE preset '{name}' (choose from {', '.join(PRESETS)})")
+    check_choice("RECIPE preset", name, PRESETS)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "epochs" in overrides and "steps" not in overrides:
         overrides["steps"] = None

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import PtmdetoxError
+from ..errors import PtmdetoxError, check_choice
 from ..models.base import ModelAdapter
 
 POSITIONS = ("random", "first+random")
@@ -65,8 +65,7 @@ def _representation_states(adapter: ModelAdapter, seqs: list[list[int]]) -> torc
 def insertion_positions(base: list[list[int]], rng: np.random.Generator, positions: str) -> list[int]:
     """Where the token goes in each scan sentence: between the leading and trailing special tokens, at random, and
     with "first+random" right after the leading one in the first sentence ("first": in every sentence)."""
-    if positions not in PASS_POSITIONS:
-        raise PtmdetoxError(f"unknown scan positions '{positions}' (choose from {', '.join(PASS_POSITIONS)})")
+    check_choice("scan positions", positions, PASS_POSITIONS)
     if positions == "first":
         return [1] * len(base)
     chosen = [int(rng.integers(1, len(seq))) for seq in base]
