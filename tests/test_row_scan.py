@@ -13,9 +13,9 @@ from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
 from ptmdetox.defenses.recipe import (RecipeConfig, penalised_embedding_rows, recipe_purify, regularisation,
                                       unseen_embedding_rows)
-from ptmdetox.defenses.row_scan import (PHRASE_THRESHOLD, confirmed_rows, insertion_positions, most_frequent,
-                                        ordered_pairs, phrase_rows, robust_z, row_influence,
-                                        scan_sentences, suspicious_rows)
+from ptmdetox.defenses.row_scan import (PHRASE_SENTENCES, PHRASE_THRESHOLD, confirmed_rows, insertion_positions,
+                                        most_frequent, ordered_pairs, phrase_rows, robust_z, row_distances,
+                                        row_influence, scan_sentences, suspicious_rows)
 from ptmdetox.errors import PtmdetoxError
 
 PLANTED = "cf"
@@ -213,6 +213,18 @@ def test_influence_is_deterministic_for_a_seed(tiny_model, tiny_corpus):
     assert (first >= 0).all() and first.shape == candidates.shape
 
 
+def test_distances_per_sentence_average_to_the_influence(tiny_model, tiny_corpus):
+    adapter = models.create(tiny_model)
+    ids = adapter.tokenize(read_corpus(tiny_corpus).texts, 32)
+    candidates = rare_candidates(adapter, ids)[:20]
+    distances = row_distances(adapter, ids, candidates, sentences=3, seed=4, progress=False)
+    assert distances.shape == (20, 3) and (distances >= 0).all()
+    assert torch.allclose(distances.mean(1), row_influence(adapter, ids, candidates, sentences=3, seed=4,
+                                                           progress=False))
+    assert distances.std(1).gt(0).any()     # the sentences differ: each column is its own
+    assert row_distances(adapter, ids, candidates[:0], sentences=3, progress=False).shape == (0, 3)
+
+
 def test_scanned_recipe_penalises_only_the_flagged_rows(mixing_model, tiny_corpus):
     adapter = models.create(mixing_model)
     texts = read_corpus(tiny_corpus).texts
@@ -342,6 +354,8 @@ def test_no_flagged_row_means_no_embedding_term(tiny_model, tiny_corpus):
     (dict(scan_phrase_words=-1), "scan_phrase_words"),
     (dict(scan_phrase_words=8.0), "scan_phrase_words"),
     (dict(scan_phrase_partners=-2), "scan_phrase_partners"),
+    (dict(scan_phrase_sentences=0), "scan_phrase_sentences"),
+    (dict(scan_phrase_sentences=2.5), "scan_phrase_sentences"),
 ])
 def test_bad_scan_settings(kwargs, message):
     with pytest.raises(PtmdetoxError, match=message):
@@ -366,6 +380,9 @@ def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
     assert "scan_confirm_sentences" not in RecipeConfig(scan_confirm_sentences=0).to_dict()  # keyed as before it existed
     assert "scan_confirm_sentences" not in RecipeConfig(embedding_rows="unseen", scan_confirm_sentences=16).to_dict()
     assert RecipeConfig().to_dict()["scan_phrase_words"] == 96
+    assert "scan_phrase_sentences" not in RecipeConfig().to_dict()     # 4: keyed as before it was an option
+    assert RecipeConfig(scan_phrase_sentences=8).to_dict()["scan_phrase_sentences"] == 8
+    assert "scan_phrase_sentences" not in RecipeConfig(scan_phrase_words=0, scan_phrase_sentences=8).to_dict()
     assert "scan_phrase_words" not in RecipeConfig(scan_phrase_words=0).to_dict()       # keyed as before it existed
     one_pass = RecipeConfig(scan_confirm_sentences=0)
     assert one_pass.to_dict() == RecipeConfig(scan_confirm_sentences=0, scan_phrase_words=8).to_dict()  # no step runs
@@ -426,6 +443,11 @@ def test_phrase_step_keeps_the_words_of_a_pair_that_acts_only_together(tiny_mode
         phrases["words"] - 1)
     assert phrases["top"][0]["phrase"] == f"{adapter.token_text(first)} {adapter.token_text(second)}"
     assert phrases["top"][0]["z"] > phrases["threshold_z"] > phrases["top"][1]["z"]
+    assert phrases["sentences"] == PHRASE_SENTENCES
+
+    kept_on_more, record = confirmed_rows(adapter, ids, flagged, candidates, sentences=8, phrase_words=len(flagged),
+                                          progress=False, phrase_sentences=6)
+    assert record["phrases"]["sentences"] == 6 and set(kept_on_more.tolist()) >= {first, second}
 
 
 def test_phrase_step_tries_only_the_words_nearest_the_bar(tiny_model, tiny_corpus):

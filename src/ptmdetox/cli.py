@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with the phrase step: also pair those rows with the N most frequent tokens of the "
                              "auxiliary corpus, on either side (a phrase of a function word and a content word; "
                              "default 32; only the given-back rows are reset, never a partner)")
+    recipe.add_argument("--scan-phrase-sentences", type=int, metavar="N",
+                        help="with the phrase step: score each pair on N auxiliary sentences (default 4; a phrase "
+                             "trigger may fire on some sentences only)")
     recipe.add_argument("--row-penalty", choices=["joint", "each"],
                         help="how the penalised token-embedding rows are normed: one norm over all of them (joint, "
                              "the default) or each row its own (each; measured: about the same result under AdamW)")
@@ -484,6 +487,7 @@ def run(args) -> int:
                         scan_confirm_sentences=args.scan_confirm_sentences, reset_rows=args.reset_rows,
                         hold_reset_rows=args.hold_reset_rows,
                         scan_phrase_words=args.scan_phrase_words, scan_phrase_partners=args.scan_phrase_partners,
+                        scan_phrase_sentences=args.scan_phrase_sentences,
                         representation_head=args.representation_head,
                         keep_input=args.keep_input, keep_weight=args.keep_weight,
                         keep_positions=args.keep_positions, masking=args.masking,

@@ -48,7 +48,7 @@ from ..models.base import ModelAdapter
 from ..snapshots import SnapshotSaver, check_steps
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 from .reinit import reinitialise_modules
-from .row_scan import POSITIONS, confirmed_rows, suspicious_rows, token_counts
+from .row_scan import PHRASE_SENTENCES, POSITIONS, confirmed_rows, suspicious_rows, token_counts
 
 NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
@@ -57,7 +57,7 @@ SCOPES = ("paper", "extended")
 EMBEDDING_ROWS = ("all", "unseen", "scanned")
 SCAN_CANDIDATES = ("rare", "all")
 SCAN_OPTIONS = ("scan_threshold", "scan_sentences", "scan_candidates", "scan_positions", "scan_confirm_sentences",
-                "scan_phrase_words", "scan_phrase_partners", "reset_rows", "hold_reset_rows")
+                "scan_phrase_words", "scan_phrase_partners", "scan_phrase_sentences", "reset_rows", "hold_reset_rows")
 KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
@@ -125,6 +125,10 @@ class RecipeConfig:
     # side (0: none, the default until session 31): phrase POR's `morning` moves the state only after `in`, a word
     # no scan flags (docs/results.md, issue 3); only the given-back rows are kept, never a frequent partner
     scan_phrase_partners: int = 32
+    # the auxiliary sentences each pair is scored on (its mean cosine distance): a phrase trigger can fire on some
+    # sentences only (the CLI's phrase POR: "in morning" on 5 of 16), so that few sentences may all miss it
+    # (docs/results.md, issue 3, session 37)
+    scan_phrase_sentences: int = PHRASE_SENTENCES
     # how the penalised token-embedding rows are normed: "joint", one norm over all of them (each row feels its share
     # of it, so a row the pre-training loss exercises, such as a frequent word's, stays near its value), or "each",
     # every row its own norm (a group lasso). Under AdamW, which moves each weight by about the learning rate per step
@@ -175,7 +179,7 @@ class RecipeConfig:
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
                                       "scan_positions": "random", "scan_confirm_sentences": 0, "scan_phrase_words": 0,
-                                      "scan_phrase_partners": 0,
+                                      "scan_phrase_partners": 0, "scan_phrase_sentences": PHRASE_SENTENCES,
                                       "representation_head": "decay",
                                       "row_penalty": "joint", "reset_rows": False, "hold_reset_rows": False,
                                       "dropout_rng": "torch"}
@@ -210,6 +214,7 @@ class RecipeConfig:
         _check_integer("scan_confirm_sentences", self.scan_confirm_sentences, 0)
         _check_integer("scan_phrase_words", self.scan_phrase_words, 0)
         _check_integer("scan_phrase_partners", self.scan_phrase_partners, 0)
+        _check_integer("scan_phrase_sentences", self.scan_phrase_sentences, 1)
         if self.lam < 0:
             raise PtmdetoxError(f"λ must be non-negative, got {self.lam}")
         if not self.keep_weight >= 0:
@@ -242,6 +247,7 @@ class RecipeConfig:
             data.pop("scan_phrase_words", None)
         if not self.scan_confirm_sentences or not self.scan_phrase_words:
             data.pop("scan_phrase_partners", None)
+            data.pop("scan_phrase_sentences", None)
         if not self.reset_rows:
             data.pop("hold_reset_rows", None)
         return data
@@ -325,7 +331,8 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
                                                     config.scan_confirm_sentences, seed=config.seed,
                                                     positions=config.scan_positions, progress=progress,
                                                     phrase_words=config.scan_phrase_words,
-                                                    phrase_partners=config.scan_phrase_partners)
+                                                    phrase_partners=config.scan_phrase_partners,
+                                                    phrase_sentences=config.scan_phrase_sentences)
     return {key: flagged for key in rare}, record
 
 

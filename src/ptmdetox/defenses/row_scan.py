@@ -40,8 +40,8 @@ SENTENCE_LENGTHS = (8, 14)
 MAD_TO_SIGMA = 1.4826
 #: the fewest unflagged candidates a second pass compares the flagged rows with
 MIN_NULL = 20
-#: sentences each pair of the second pass's phrase step is scored on, and the robust z over the pairs it must pass:
-#: on phrase POR (2,000 steps) "after midnight" stood at z 7,183 among the pairs of 96 near-bar words, its backdoor's
+#: sentences each pair of the second pass's phrase step is scored on by default, and the robust z over the pairs it
+#: must pass: on phrase POR (2,000 steps) "after midnight" stood at z 7,183 among the pairs of 96 near-bar words, its backdoor's
 #: neighbours "after sunrise" at 304 and "preceding midnight" at 93, and the highest pair of ordinary words at 115
 #: ("argentina semifinal"), the next at 62 (docs/results.md, issue 3, session 31)
 PHRASE_SENTENCES = 4
@@ -80,6 +80,13 @@ def row_influence(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates
     """Each candidate token's mean cosine distance between the representation states of a few auxiliary sentences
     with and without the token inserted once (a float tensor aligned with `candidates`). A 2-D `candidates` holds
     token sequences, one per row, each inserted as a block (a phrase)."""
+    return row_distances(adapter, corpus_ids, candidates, sentences, seed, batch_size, progress, positions).mean(1)
+
+
+def row_distances(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates: torch.Tensor, sentences: int = 2,
+                  seed: int = 0, batch_size: int = 128, progress: bool = True,
+                  positions: str = "first+random") -> torch.Tensor:
+    """`row_influence`'s distances before the mean: one row per candidate, one column per sentence."""
     rng = np.random.default_rng(seed)
     base = scan_sentences(corpus_ids, sentences, rng)
     inserted_at = insertion_positions(base, rng, positions)
@@ -94,9 +101,8 @@ def row_influence(adapter: ModelAdapter, corpus_ids: list[list[int]], candidates
             chunk = blocks[start:start + per_batch].tolist()
             seqs = [seq[:at] + block + seq[at:] for block in chunk for seq, at in zip(base, inserted_at)]
             states = _representation_states(adapter, seqs).view(len(chunk), len(base), -1)
-            distance = 1 - torch.cosine_similarity(states, reference[None], dim=-1)
-            scores.append(distance.mean(1))
-    return torch.cat(scores) if scores else torch.zeros(0)
+            scores.append(1 - torch.cosine_similarity(states, reference[None], dim=-1))
+    return torch.cat(scores) if scores else torch.zeros(0, len(base))
 
 
 def robust_z(scores: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,13 +146,15 @@ def z_against_null(scores: torch.Tensor, null_scores: torch.Tensor) -> tuple[tor
 def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: torch.Tensor,
                    candidates: torch.Tensor, sentences: int, null_size: int = 2000, seed: int = 0,
                    positions: str = "first+random", progress: bool = True, phrase_words: int = 0,
-                   phrase_partners: int = 0, phrase_threshold: float = PHRASE_THRESHOLD) -> tuple[torch.Tensor, dict]:
+                   phrase_partners: int = 0, phrase_threshold: float = PHRASE_THRESHOLD,
+                   phrase_sentences: int = PHRASE_SENTENCES) -> tuple[torch.Tensor, dict]:
     """Of the `flagged` rows, those that still stand out when scored again on `sentences` other auxiliary sentences
     against a null of `null_size` random unflagged candidates: a z on the null's median and MAD above the null's own
     highest z. With "first+random" the first position and random positions are scored on separate sentence sets and
     a row stands out in either, so that a trigger trained to act in one place is not averaged away by the other.
     With `phrase_words`, the rows of phrases found among that many of the others that came nearest the bar, and
-    between them and the `phrase_partners` candidates most frequent in the corpus (`phrase_rows`), are kept too.
+    between them and the `phrase_partners` candidates most frequent in the corpus (`phrase_rows`, on
+    `phrase_sentences` sentences), are kept too.
 
     A two-sentence scan over a whole vocabulary flags, next to the triggers, hundreds of ordinary words that
     happened to move the state on those two sentences (on an attacked model, where the state is easily moved); the
@@ -164,7 +172,7 @@ def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: 
     if phrase_words:
         words = nearest_the_bar(flagged, margin, phrase_words)
         partners = most_frequent(corpus_ids, candidates, phrase_partners)
-        phrase_ids, record["phrases"] = phrase_rows(adapter, corpus_ids, words, PHRASE_SENTENCES, phrase_threshold,
+        phrase_ids, record["phrases"] = phrase_rows(adapter, corpus_ids, words, phrase_sentences, phrase_threshold,
                                                     seed=seed + 1 + len(passes), positions=positions,
                                                     progress=progress, partners=partners)
         stands_out |= torch.isin(flagged, phrase_ids)
