@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     parser.add_argument("words", nargs="+")
     parser.add_argument("--phrase-sentences", type=int, default=0)
     args = parser.parse_args(argv)
-    purified, words = args.purified, args.words
+    purified = args.purified
     with open(os.path.join(purified, "purification.json"), encoding="utf-8") as handle:
         record = json.load(handle)
     config, scan = record["config"], record.get("row_scan", {})
@@ -42,12 +42,12 @@ def main(argv=None) -> None:
     candidates = torch.arange(adapter.model.get_input_embeddings().weight.shape[0])
     candidates = candidates[~torch.isin(candidates, torch.as_tensor(adapter.special_token_ids(), dtype=torch.long))]
     null = null_tokens(candidates, flagged, scan["confirm"]["null"], config["seed"])
-    margin, passes = confirmation_margins(adapter, corpus, flagged, null, config["scan_confirm_sentences"], config["seed"],
-                                     config["scan_positions"], progress=False)
+    margin, passes = confirmation_margins(adapter, corpus, flagged, null, config["scan_confirm_sentences"],
+                                          config["seed"], config["scan_positions"], progress=False)
     given_back = sorted(margin[margin <= 0].tolist(), reverse=True)
     print(f"{len(flagged)} flagged, {len(flagged) - len(given_back)} kept, {len(given_back)} given back; "
           f"the phrase step pairs the {config['scan_phrase_words']} given back nearest the bar")
-    for word in words:
+    for word in args.words:
         token = adapter.tokenize([word], 8)[0][1]
         if token not in scan["flagged_ids"]:
             print(f"{word:16s} not flagged")

@@ -41,9 +41,9 @@ MAD_TO_SIGMA = 1.4826
 #: the fewest unflagged candidates a second pass compares the flagged rows with
 MIN_NULL = 20
 #: sentences each pair of the second pass's phrase step is scored on by default, and the robust z over the pairs it
-#: must pass: on phrase POR (2,000 steps) "after midnight" stood at z 7,183 among the pairs of 96 near-bar words, its backdoor's
-#: neighbours "after sunrise" at 304 and "preceding midnight" at 93, and the highest pair of ordinary words at 115
-#: ("argentina semifinal"), the next at 62 (docs/results.md, issue 3, session 31)
+#: must pass: on phrase POR (2,000 steps) "after midnight" stood at z 7,183 among the pairs of 96 near-bar words,
+#: its backdoor's neighbours "after sunrise" at 304 and "preceding midnight" at 93, and the highest pair of ordinary
+#: words at 115 ("argentina semifinal"), the next at 62 (docs/results.md, issue 3, session 31)
 PHRASE_SENTENCES = 4
 PHRASE_THRESHOLD = 100.0
 
