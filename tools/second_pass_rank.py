@@ -20,8 +20,7 @@ import torch
 
 from ptmdetox import models
 from ptmdetox.data.readers import read_corpus
-from ptmdetox.defenses.row_scan import (PHRASE_THRESHOLD, confirmation_margins, most_frequent, nearest_the_bar,
-                                        null_tokens, phrase_rows)
+from ptmdetox.defenses.row_scan import confirmation_margins, null_tokens, phrase_step, without_special_tokens
 
 
 def main(argv=None) -> None:
@@ -39,8 +38,7 @@ def main(argv=None) -> None:
     adapter = models.create(record["model"])
     corpus = adapter.tokenize(read_corpus(record["corpus"]).texts, config["max_length"])
     flagged = torch.as_tensor(scan["flagged_ids"], dtype=torch.long)
-    candidates = torch.arange(adapter.model.get_input_embeddings().weight.shape[0])
-    candidates = candidates[~torch.isin(candidates, torch.as_tensor(adapter.special_token_ids(), dtype=torch.long))]
+    candidates = without_special_tokens(adapter, torch.arange(adapter.model.get_input_embeddings().weight.shape[0]))
     null = null_tokens(candidates, flagged, scan["confirm"]["null"], config["seed"])
     margin, passes = confirmation_margins(adapter, corpus, flagged, null, config["scan_confirm_sentences"],
                                           config["seed"], config["scan_positions"], progress=False)
@@ -56,11 +54,10 @@ def main(argv=None) -> None:
         place = "kept" if value > 0 else f"given back, rank {given_back.index(value) + 1} of {len(given_back)}"
         print(f"{word:16s} margin {value:9.2f}  {place}")
     if args.phrase_sentences:
-        pairs_of = nearest_the_bar(flagged, margin, config["scan_phrase_words"])
-        partners = most_frequent(corpus, candidates, config["scan_phrase_partners"])
-        found, phrases = phrase_rows(adapter, corpus, pairs_of, args.phrase_sentences, PHRASE_THRESHOLD,
-                                     seed=config["seed"] + 1 + len(passes), positions=config["scan_positions"],
-                                     progress=False, partners=partners)
+        found, phrases = phrase_step(adapter, corpus, flagged, margin, candidates, len(passes),
+                                     config["scan_phrase_words"], config["scan_phrase_partners"],
+                                     args.phrase_sentences, seed=config["seed"], positions=config["scan_positions"],
+                                     progress=False)
         print(f"phrase step on {args.phrase_sentences} sentences ({phrases['pairs']} pairs, {phrases['seconds']} s): "
               f"finds {[adapter.token_text(int(t)) for t in found]}")
         print("highest pairs:", ", ".join(f"{top['phrase']} {top['z']}" for top in phrases["top"]))

@@ -48,7 +48,8 @@ from ..models.base import ModelAdapter
 from ..snapshots import SnapshotSaver, check_steps
 from ..training import TrainConfig, check_sizes, seed_everything, train_loop
 from .reinit import reinitialise_modules
-from .row_scan import PHRASE_SENTENCES, POSITIONS, confirmed_rows, suspicious_rows, token_counts
+from .row_scan import (PHRASE_SENTENCES, POSITIONS, confirmed_rows, suspicious_rows, token_counts,
+                       without_special_tokens)
 
 NORMS = ("fro", "fro2")
 PRETRAIN_LOSSES = ("mlm", "none", "keep", "mlm+keep")
@@ -322,7 +323,7 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
         candidates = next(iter(rare.values()))
     else:
         candidates = torch.arange(next(p for _, p in regularised if id(p) in rare).shape[0])
-    candidates = candidates[~torch.isin(candidates, torch.as_tensor(adapter.special_token_ids(), dtype=torch.long))]
+    candidates = without_special_tokens(adapter, candidates)
     flagged, record = suspicious_rows(adapter, corpus_ids, candidates, config.scan_threshold, config.scan_sentences,
                                       seed=config.seed, progress=progress, positions=config.scan_positions)
     record = {"candidate_set": config.scan_candidates, **record}

@@ -170,16 +170,30 @@ def confirmed_rows(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: 
     record = {"sentences": sentences, "null": int(len(null)), "passes": passes}
     stands_out = margin > 0
     if phrase_words:
-        words = nearest_the_bar(flagged, margin, phrase_words)
-        partners = most_frequent(corpus_ids, candidates, phrase_partners)
-        phrase_ids, record["phrases"] = phrase_rows(adapter, corpus_ids, words, phrase_sentences, phrase_threshold,
-                                                    seed=seed + 1 + len(passes), positions=positions,
-                                                    progress=progress, partners=partners)
+        phrase_ids, record["phrases"] = phrase_step(adapter, corpus_ids, flagged, margin, candidates, len(passes),
+                                                    phrase_words, phrase_partners, phrase_sentences,
+                                                    phrase_threshold, seed, positions, progress)
         stands_out |= torch.isin(flagged, phrase_ids)
     kept = flagged[stands_out]
     record.update({"kept": int(len(kept)), "kept_ids": kept.tolist(),
                    "seconds": round(time.perf_counter() - started, 1)})
     return kept, record
+
+
+def phrase_step(adapter: ModelAdapter, corpus_ids: list[list[int]], flagged: torch.Tensor, margin: torch.Tensor,
+                candidates: torch.Tensor, placements: int, words: int, partners: int, sentences: int,
+                threshold: float = PHRASE_THRESHOLD, seed: int = 0, positions: str = "first+random",
+                progress: bool = True) -> tuple[torch.Tensor, dict]:
+    """The second pass's phrase step: `phrase_rows` over the `words` given-back rows nearest the bar (by `margin`)
+    and the `partners` most frequent candidates, on sentences of its own (seeded after the pass's `placements`)."""
+    return phrase_rows(adapter, corpus_ids, nearest_the_bar(flagged, margin, words), sentences, threshold,
+                       seed=seed + 1 + placements, positions=positions, progress=progress,
+                       partners=most_frequent(corpus_ids, candidates, partners))
+
+
+def without_special_tokens(adapter: ModelAdapter, candidates: torch.Tensor) -> torch.Tensor:
+    """`candidates` less the model's special tokens ([CLS], [SEP], ...), which no text carries as a trigger."""
+    return candidates[~torch.isin(candidates, torch.as_tensor(adapter.special_token_ids(), dtype=torch.long))]
 
 
 def null_tokens(candidates: torch.Tensor, flagged: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
