@@ -155,7 +155,7 @@ def test_shipped_suites_name_the_embedding_rows_of_every_recipe_they_ran(name):
                 if step["scan_confirm_sentences"]:
                     assert "scan_phrase_words" in step, f"{name}: {model}"
                     if step["scan_phrase_words"]:
-                        assert "scan_phrase_partners" in step, f"{name}: {model}"
+                        assert {"scan_phrase_partners", "scan_phrase_sentences"} <= set(step), f"{name}: {model}"
 
 
 def _resolved_chain(suite: dict, model: str) -> list[dict]:

@@ -380,8 +380,8 @@ def test_scan_settings_leave_the_keys_of_unscanned_configs_alone():
     assert "scan_confirm_sentences" not in RecipeConfig(scan_confirm_sentences=0).to_dict()  # keyed as before it existed
     assert "scan_confirm_sentences" not in RecipeConfig(embedding_rows="unseen", scan_confirm_sentences=16).to_dict()
     assert RecipeConfig().to_dict()["scan_phrase_words"] == 96
-    assert "scan_phrase_sentences" not in RecipeConfig().to_dict()     # 4: keyed as before it was an option
-    assert RecipeConfig(scan_phrase_sentences=8).to_dict()["scan_phrase_sentences"] == 8
+    assert RecipeConfig().to_dict()["scan_phrase_sentences"] == 8
+    assert "scan_phrase_sentences" not in RecipeConfig(scan_phrase_sentences=4).to_dict()   # keyed as before it existed
     assert "scan_phrase_sentences" not in RecipeConfig(scan_phrase_words=0, scan_phrase_sentences=8).to_dict()
     assert "scan_phrase_words" not in RecipeConfig(scan_phrase_words=0).to_dict()       # keyed as before it existed
     one_pass = RecipeConfig(scan_confirm_sentences=0)

@@ -247,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "auxiliary corpus, on either side (a phrase of a function word and a content word; "
                              "default 32; only the given-back rows are reset, never a partner)")
     recipe.add_argument("--scan-phrase-sentences", type=int, metavar="N",
-                        help="with the phrase step: score each pair on N auxiliary sentences (default 4; a phrase "
-                             "trigger may fire on some sentences only)")
+                        help="with the phrase step: score each pair on N auxiliary sentences (default 8, 4 until "
+                             "session 38; a phrase trigger may fire on some sentences only)")
     recipe.add_argument("--row-penalty", choices=["joint", "each"],
                         help="how the penalised token-embedding rows are normed: one norm over all of them (joint, "
                              "the default) or each row its own (each; measured: about the same result under AdamW)")

@@ -128,7 +128,7 @@ class RecipeConfig:
     scan_phrase_partners: int = 32
     # the auxiliary sentences each pair is scored on (its mean cosine distance): a phrase trigger can fire on some
     # sentences only (the CLI's phrase POR: "in morning" on 5 of 16), so that few sentences may all miss it
-    # (docs/results.md, issue 3, session 37)
+    # (docs/results.md, issue 3, session 37); 8, the default since session 38 (4 before)
     scan_phrase_sentences: int = PHRASE_SENTENCES
     # how the penalised token-embedding rows are normed: "joint", one norm over all of them (each row feels its share
     # of it, so a row the pre-training loss exercises, such as a frequent word's, stays near its value), or "each",
@@ -180,7 +180,7 @@ class RecipeConfig:
     LATER_DEFAULTS: ClassVar[dict] = {"snapshot_steps": (), "keep_positions": "all", "embedding_min_count": 1,
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
                                       "scan_positions": "random", "scan_confirm_sentences": 0, "scan_phrase_words": 0,
-                                      "scan_phrase_partners": 0, "scan_phrase_sentences": PHRASE_SENTENCES,
+                                      "scan_phrase_partners": 0, "scan_phrase_sentences": 4,
                                       "representation_head": "decay",
                                       "row_penalty": "joint", "reset_rows": False, "hold_reset_rows": False,
                                       "dropout_rng": "torch"}

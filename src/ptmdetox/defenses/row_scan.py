@@ -43,8 +43,10 @@ MIN_NULL = 20
 #: sentences each pair of the second pass's phrase step is scored on by default, and the robust z over the pairs it
 #: must pass: on phrase POR (2,000 steps) "after midnight" stood at z 7,183 among the pairs of 96 near-bar words,
 #: its backdoor's neighbours "after sunrise" at 304 and "preceding midnight" at 93, and the highest pair of ordinary
-#: words at 115 ("argentina semifinal"), the next at 62 (docs/results.md, issue 3, session 31)
-PHRASE_SENTENCES = 4
+#: words at 115 ("argentina semifinal"), the next at 62 (docs/results.md, issue 3, session 31). 8 sentences (4 until
+#: session 38): a phrase trigger can fire on some sentences only, and on the CLI's phrase POR 4 sentences held
+#: "in morning" to z 16 where 8 reached z 2,965 (docs/results.md, issue 3, sessions 37-38)
+PHRASE_SENTENCES = 8
 PHRASE_THRESHOLD = 100.0
 
 
