@@ -7,10 +7,12 @@ kept) or the pooler weight
 (`pooler`), and saves the hybrid to OUT.
 `rows-except KEPT_JSON` restores the same rows except those listed in KEPT_JSON (ids, e.g. from
 tools/flagged_rows.py): the model a narrower scan would have left, as far as its rows go.
+`embeddings` restores every word-embedding row except those the purification reset (its MLM training moves them all,
+through the decoder tied to them); `ffn` restores the weights of every layer matching `intermediate.dense.weight`.
 `pooler-reinit` instead draws a fresh pooler weight, N(0, 0.02) from torch seed 0 (SOURCE unused; bias kept). Fine-tuning
 the hybrid on a clean task measures the ACC those weights cost; its ASR means nothing (the backdoor comes back too).
 
-usage: python tools/restore_rows.py rows|pooler|pooler-reinit SOURCE PURIFIED OUT [AUX]   (model folders)
+usage: python tools/restore_rows.py rows|pooler|pooler-reinit|embeddings|ffn SOURCE PURIFIED OUT [AUX]   (model folders)
        python tools/restore_rows.py rows-except SOURCE PURIFIED OUT KEPT_JSON
 """
 
@@ -31,6 +33,7 @@ from ptmdetox.defenses.recipe import unseen_embedding_rows
 from flagged_rows import reset_ids   # tools/, the script's own folder
 
 POOLER = "pooler.dense.weight"
+FFN_IN = "intermediate.dense.weight"
 AUX = "../shared/data/bookcorpus_recipe/train.tsv"
 
 
@@ -46,6 +49,19 @@ def main(what: str, source: str, purified: str, out: str, extra: str | None = No
         name = _named(weights, POOLER)
         weights[name] = original[_named(original, POOLER)]
         message = f"{name} restored from {source}"
+    elif what == "ffn":
+        original = load_file(f"{source}/model.safetensors")
+        names = [name for name in weights if name.endswith(FFN_IN)]
+        for name in names:
+            weights[name] = original[_named(original, name.split("encoder.", 1)[-1])]
+        message = f"{len(names)} {FFN_IN} tensors restored from {source}"
+    elif what == "embeddings":
+        original = load_file(f"{source}/model.safetensors")
+        name = _named(weights, "word_embeddings.weight")
+        restored = torch.ones(weights[name].shape[0], dtype=torch.bool)
+        restored[_unseen_rows(purified, AUX)] = False
+        weights[name][restored] = original[_named(original, "word_embeddings.weight")][restored]
+        message = f"{int(restored.sum())} rows restored from {source} (all but the {int((~restored).sum())} reset)"
     else:
         original = load_file(f"{source}/model.safetensors")
         unseen = _unseen_rows(purified, extra if what == "rows" and extra else AUX)
