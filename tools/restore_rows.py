@@ -59,7 +59,7 @@ def main(what: str, source: str, purified: str, out: str, extra: str | None = No
         original = load_file(f"{source}/model.safetensors")
         name = _named(weights, "word_embeddings.weight")
         restored = torch.ones(weights[name].shape[0], dtype=torch.bool)
-        restored[_unseen_rows(purified, AUX)] = False
+        restored[_unseen_rows(purified, extra or AUX)] = False
         weights[name][restored] = original[_named(original, "word_embeddings.weight")][restored]
         message = f"{int(restored.sum())} rows restored from {source} (all but the {int((~restored).sum())} reset)"
     else:
