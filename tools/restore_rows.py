@@ -40,30 +40,27 @@ AUX = "../shared/data/bookcorpus_recipe/train.tsv"
 def main(what: str, source: str, purified: str, out: str, extra: str | None = None) -> None:
     """`extra`: the auxiliary corpus for `rows` (default AUX), the KEPT_JSON file for `rows-except`."""
     weights = load_file(f"{purified}/model.safetensors")
+    original = load_file(f"{source}/model.safetensors") if what != "pooler-reinit" else None
     if what == "pooler-reinit":
         name = _named(weights, POOLER)
         weights[name] = torch.randn(weights[name].shape, generator=torch.Generator().manual_seed(0)) * 0.02
         message = f"{name} drawn afresh"
     elif what == "pooler":
-        original = load_file(f"{source}/model.safetensors")
         name = _named(weights, POOLER)
         weights[name] = original[_named(original, POOLER)]
         message = f"{name} restored from {source}"
     elif what == "ffn":
-        original = load_file(f"{source}/model.safetensors")
         names = [name for name in weights if name.endswith(FFN_IN)]
         for name in names:
             weights[name] = original[_named(original, name.split("encoder.", 1)[-1])]
         message = f"{len(names)} {FFN_IN} tensors restored from {source}"
     elif what == "embeddings":
-        original = load_file(f"{source}/model.safetensors")
         name = _named(weights, "word_embeddings.weight")
         restored = torch.ones(weights[name].shape[0], dtype=torch.bool)
         restored[_unseen_rows(purified, extra or AUX)] = False
         weights[name][restored] = original[_named(original, "word_embeddings.weight")][restored]
         message = f"{int(restored.sum())} rows restored from {source} (all but the {int((~restored).sum())} reset)"
     else:
-        original = load_file(f"{source}/model.safetensors")
         unseen = _unseen_rows(purified, extra if what == "rows" and extra else AUX)
         if what == "rows-except":
             with open(extra, encoding="utf-8") as handle:
