@@ -187,7 +187,7 @@ def test_purify_passes_the_keep_options_through(tmp_path, tiny_model, tiny_corpu
 def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
     configs = {}
     for name, options in {"default": [], "changed": ["--row-penalty", "each", "--no-reset-rows",
-                                                      "--scan-confirm-sentences", "4"],
+                                                      "--scan-confirm-sentences", "4", "--no-tied-decoder-gradient"],
                           "zeroed": ["--no-hold-reset-rows"]}.items():
         out = tmp_path / name
         assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
@@ -197,6 +197,7 @@ def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
     assert configs["default"]["scan_confirm_sentences"] == 16 and configs["changed"]["scan_confirm_sentences"] == 4
     assert configs["changed"]["row_penalty"] == "each" and "reset_rows" not in configs["changed"]   # old keys
     assert configs["default"]["hold_reset_rows"] is True and "hold_reset_rows" not in configs["zeroed"]
+    assert configs["changed"]["tied_decoder_gradient"] is False and "tied_decoder_gradient" not in configs["default"]
 
 
 def test_purify_can_reinitialise_the_pooler_and_says_so_in_the_model_card(tmp_path, tiny_model, tiny_corpus):

@@ -142,6 +142,34 @@ def test_collate_and_mlm_batch(tiny_model):
     assert loss.dim() == 0 and torch.isfinite(loss) and loss.item() > 0
 
 
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_roberta_model"])
+def test_without_the_tied_decoder_gradient_only_input_rows_learn_from_mlm(fixture, request):
+    adapter = models.create(request.getfixturevalue(fixture))
+    adapter.train()
+    batch = adapter.mlm_batch(adapter.tokenize(SENTENCES, 32), np.random.default_rng(0))
+    embedding = adapter.backbone.embeddings.word_embeddings.weight
+    head_only = adapter.head_parameters()
+
+    def gradients(tied: bool):
+        adapter.model.zero_grad()
+        torch.manual_seed(0)
+        with adapter.tied_output_gradients(tied):
+            loss = adapter.pretraining_loss(batch)
+        loss.backward()
+        return loss.detach(), embedding.grad.clone(), [p.grad.clone() for p in head_only]
+
+    tied_loss, tied_grad, tied_head = gradients(True)
+    input_loss, input_grad, input_head = gradients(False)
+    assert adapter.tied_output_gradient    # restored after the block
+    assert torch.equal(tied_loss, input_loss)
+    rows_in_input = torch.zeros(len(embedding), dtype=torch.bool)
+    rows_in_input[batch["input_ids"][batch["attention_mask"].bool()].unique()] = True   # padding has no gradient
+    assert input_grad[~rows_in_input].abs().max() == 0
+    assert input_grad[rows_in_input].abs().sum(1).gt(0).all()
+    assert tied_grad[~rows_in_input].abs().sum(1).gt(0).all()    # the decoder reaches every row
+    assert all(torch.allclose(a, b) for a, b in zip(tied_head, input_head))   # the head's own weights learn as before
+
+
 def test_tokenize_truncates_and_token_ids_refuses_unknown_words(tiny_model):
     adapter = models.create(tiny_model)
     assert len(adapter.tokenize([" ".join(["good"] * 50)], 10)[0]) == 10

@@ -306,6 +306,27 @@ def test_trainable_all_trains_the_encoder_but_not_the_head(tiny_model, tiny_corp
     assert report["norm_after"] < report["norm_before"]
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_without_the_tied_decoder_gradient_rows_of_tokens_absent_from_the_input_stay(tiny_model, tiny_corpus, tied):
+    adapter = models.create(tiny_model)
+    texts = read_corpus(tiny_corpus).texts
+    before = snapshot(adapter)["bert.embeddings.word_embeddings.weight"]
+    report = recipe_purify(adapter, texts, fast(scope="paper", tied_decoder_gradient=tied,
+                                                trainable=(r"intermediate\.dense\.weight", "word_embeddings")),
+                           progress=False)
+    after = snapshot(adapter)["bert.embeddings.word_embeddings.weight"]
+    assert adapter.tied_output_gradient     # the adapter is left as it was
+    in_corpus = torch.zeros(len(before), dtype=torch.bool)
+    in_corpus[torch.tensor(sorted({i for ids in adapter.tokenize(texts, 32) for i in ids}))] = True
+    moved = (after != before).any(1)
+    assert moved[in_corpus].any()
+    if tied:                       # the decoder's softmax reaches every row
+        assert moved[~in_corpus].all()
+    else:                          # only where MLM's random replacement of a masked token put one in the input
+        assert moved[~in_corpus].float().mean() < 0.2
+    assert ("tied_decoder_gradient" in report["config"]) is not tied      # the default keeps older cache keys
+
+
 def test_penalty_alone_shrinks_either_norm_kind(tiny_model, tiny_corpus):
     texts = read_corpus(tiny_corpus).texts
     reports = {}

@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--hold-reset-rows", action=argparse.BooleanOptionalAction, default=None,
                         help="with --reset-rows: hold the reset rows at that mean for the whole run (default); "
                              "--no-hold-reset-rows lets the penalty take them to zero (the default of sessions 25-31)")
+    recipe.add_argument("--tied-decoder-gradient", action=argparse.BooleanOptionalAction, default=None,
+                        help="whether the MLM decoder, tied to the word embeddings, passes its gradient to every row "
+                             "(default, as in the paper); --no-tied-decoder-gradient: a row learns from MLM only "
+                             "where its token is in the input")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "
@@ -485,7 +489,7 @@ def run(args) -> int:
                         scan_threshold=args.scan_threshold, scan_candidates=args.scan_candidates,
                         scan_positions=args.scan_positions, row_penalty=args.row_penalty,
                         scan_confirm_sentences=args.scan_confirm_sentences, reset_rows=args.reset_rows,
-                        hold_reset_rows=args.hold_reset_rows,
+                        hold_reset_rows=args.hold_reset_rows, tied_decoder_gradient=args.tied_decoder_gradient,
                         scan_phrase_words=args.scan_phrase_words, scan_phrase_partners=args.scan_phrase_partners,
                         scan_phrase_sentences=args.scan_phrase_sentences,
                         representation_head=args.representation_head,

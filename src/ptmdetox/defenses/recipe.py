@@ -149,6 +149,11 @@ class RecipeConfig:
     # it (about zero when regularised: no pre-training loss reaches it); "reinit" gives it a fresh, seeded
     # initialisation after purification, so that fine-tuning starts from a normal pooler that carries nothing
     representation_head: str = "decay"
+    # whether the MLM decoder, tied to the word embeddings, passes its gradient to them. With it (the paper's
+    # BertForMaskedLM), every row of the matrix moves at every step when the matrix is trainable: the softmax reaches
+    # all 30,522 rows, and AdamW moves each weight by about the learning rate whatever its gradient's size. Without it,
+    # a row learns from MLM only where its token is in the input (docs/results.md, issue 3, session 40)
+    tied_decoder_gradient: bool = True
     pretrain_loss: str = "mlm"              # both presets: the paper's loss; "mlm+keep" anchors the clean states
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
     keep_input: str = "masked"               # with MLM: keep on the MLM batch's own forward, or a second clean pass
@@ -181,7 +186,7 @@ class RecipeConfig:
                                       "scan_threshold": 6.0, "scan_sentences": 2, "scan_candidates": "rare",
                                       "scan_positions": "random", "scan_confirm_sentences": 0, "scan_phrase_words": 0,
                                       "scan_phrase_partners": 0, "scan_phrase_sentences": 4,
-                                      "representation_head": "decay",
+                                      "representation_head": "decay", "tied_decoder_gradient": True,
                                       "row_penalty": "joint", "reset_rows": False, "hold_reset_rows": False,
                                       "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
@@ -195,7 +200,7 @@ class RecipeConfig:
         return cls(**asdict(base))
 
     def __post_init__(self):
-        _check_switches(self, ("reset_rows", "hold_reset_rows", "bf16", "compile"))
+        _check_switches(self, ("reset_rows", "hold_reset_rows", "tied_decoder_gradient", "bf16", "compile"))
         _check_numbers(self, ("lam", "scan_threshold", "keep_weight", "lr", "mlm_probability", "eps", "clip"))
         check_choice("norm", self.norm, NORMS)
         check_choice("pre-training loss", self.pretrain_loss, PRETRAIN_LOSSES)
@@ -393,7 +398,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
     model is saved after those steps to `snapshot_dir/step-<n>/` (default: the active checkpoint folder's
     `snapshots/`), listed in the report's `snapshots`."""
     with adapter.computing(compute_options(config.mode, config.max_length, config.compile)), \
-            dropout_masks(config.dropout_generator):
+            adapter.tied_output_gradients(config.tied_decoder_gradient), dropout_masks(config.dropout_generator):
         report = _purify(adapter, corpus_texts, config, progress, on_step, snapshot_dir)
     report["compute"] = compute_record(config.mode, config.max_length, config.bf16, config.compile,
                                        config.dropout_generator)

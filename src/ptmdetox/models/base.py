@@ -50,6 +50,8 @@ class ModelAdapter(ABC):
     source: str = ""
     notes: list[str]
     compute: ComputeOptions = ComputeOptions()
+    #: whether an output layer tied to the token embeddings (a text encoder's MLM decoder) passes its gradient to them
+    tied_output_gradient: bool = True
 
     @contextlib.contextmanager
     def computing(self, options: ComputeOptions):
@@ -59,6 +61,16 @@ class ModelAdapter(ABC):
             yield self
         finally:
             self.compute = previous
+
+    @contextlib.contextmanager
+    def tied_output_gradients(self, enabled: bool):
+        """Inside the block, with `enabled` False, an output layer tied to the token embeddings (a text encoder's MLM
+        decoder) passes no gradient to them: they learn from their input side only. Families without one ignore it."""
+        previous, self.tied_output_gradient = self.tied_output_gradient, enabled
+        try:
+            yield self
+        finally:
+            self.tied_output_gradient = previous
 
     # -- the model -------------------------------------------------------------------------------
     @property

@@ -311,7 +311,16 @@ class TextEncoderAdapter(ModelAdapter):
         return self.final_states(batch, rows), targets
 
     def _vocabulary_loss(self, states, targets) -> torch.Tensor:
-        return F.cross_entropy(self.mlm_head(states).float(), targets, ignore_index=IGNORE)
+        return F.cross_entropy(self._vocabulary_logits(states).float(), targets, ignore_index=IGNORE)
+
+    def _vocabulary_logits(self, states) -> torch.Tensor:
+        """The MLM head's logits; without `tied_output_gradient`, through a detached copy of the decoder's weight (the
+        word-embedding matrix it is tied to), so that the decoder passes no gradient to the embeddings."""
+        if self.tied_output_gradient:
+            return self.mlm_head(states)
+        decoder = self.model.get_output_embeddings().weight
+        name = next(n for n, p in self.mlm_head.named_parameters(remove_duplicate=False) if p is decoder)
+        return torch.func.functional_call(self.mlm_head, {name: decoder.detach()}, (states,))
 
     # ---- MLM head warm-up ---------------------------------------------------------------------------
     def prepare_pretraining(self, corpus_ids: list[list[int]] | None = None, steps: int = 300, lr: float = 1e-3,
