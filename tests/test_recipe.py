@@ -78,6 +78,7 @@ def test_regularisation_gradient_is_w_over_its_norm():
     (dict(mode="reference", dropout_rng="sfc64"), "cannot use sfc64 dropout masks"),
     (dict(reset_rows="no"), "reset_rows must be true or false"),
     (dict(hold_reset_rows=1), "hold_reset_rows must be true or false"),
+    (dict(tied_decoder_gradient="no"), "tied_decoder_gradient must be true or false"),
     (dict(bf16="false"), "bf16 must be true or false"),
     (dict(lam="0.5"), "lam must be a number"),
     (dict(lr=True), "lr must be a number"),
