@@ -188,7 +188,8 @@ def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
     configs = {}
     for name, options in {"default": [], "changed": ["--row-penalty", "each", "--no-reset-rows",
                                                       "--scan-confirm-sentences", "4", "--no-tied-decoder-gradient"],
-                          "zeroed": ["--no-hold-reset-rows"]}.items():
+                          "untied": ["--untie-decoder"],
+                          "zeroed": ["--no-hold-reset-rows", "--tied-decoder-rows", "seen"]}.items():
         out = tmp_path / name
         assert main(["purify", "recipe", "--model", tiny_model, "--corpus", tiny_corpus, "--out", str(out),
                      *FAST_PURIFY, "--quiet", "--embedding-rows", "scanned", *options]) == 0
@@ -198,6 +199,8 @@ def test_purify_passes_the_row_options_on(tmp_path, tiny_model, tiny_corpus):
     assert configs["changed"]["row_penalty"] == "each" and "reset_rows" not in configs["changed"]   # old keys
     assert configs["default"]["hold_reset_rows"] is True and "hold_reset_rows" not in configs["zeroed"]
     assert configs["changed"]["tied_decoder_gradient"] is False and "tied_decoder_gradient" not in configs["default"]
+    assert configs["zeroed"]["tied_decoder_rows"] == "seen" and "tied_decoder_rows" not in configs["default"]
+    assert configs["untied"]["untie_decoder"] is True and "untie_decoder" not in configs["default"]
 
 
 def test_purify_can_reinitialise_the_pooler_and_says_so_in_the_model_card(tmp_path, tiny_model, tiny_corpus):

@@ -150,7 +150,7 @@ def test_without_the_tied_decoder_gradient_only_input_rows_learn_from_mlm(fixtur
     embedding = adapter.backbone.embeddings.word_embeddings.weight
     head_only = adapter.head_parameters()
 
-    def gradients(tied: bool):
+    def gradients(tied):
         adapter.model.zero_grad()
         torch.manual_seed(0)
         with adapter.tied_output_gradients(tied):
@@ -168,6 +168,25 @@ def test_without_the_tied_decoder_gradient_only_input_rows_learn_from_mlm(fixtur
     assert input_grad[rows_in_input].abs().sum(1).gt(0).all()
     assert tied_grad[~rows_in_input].abs().sum(1).gt(0).all()    # the decoder reaches every row
     assert all(torch.allclose(a, b) for a, b in zip(tied_head, input_head))   # the head's own weights learn as before
+    given = torch.arange(0, len(embedding), 3)
+    rows_loss, rows_grad, rows_head = gradients(given)
+    assert adapter.tied_output_gradient is True
+    assert torch.equal(rows_loss, tied_loss)
+    assert torch.allclose(rows_grad[given], tied_grad[given])            # input side + decoder side
+    others = torch.ones(len(embedding), dtype=torch.bool)
+    others[given] = False
+    assert torch.allclose(rows_grad[others], input_grad[others])         # input side only
+    assert all(torch.allclose(a, b) for a, b in zip(tied_head, rows_head))
+
+    adapter.model.zero_grad()
+    torch.manual_seed(0)
+    with adapter.untied_output() as decoder:
+        untied_loss = adapter.pretraining_loss(batch)
+        untied_loss.backward()
+    assert adapter.output_weight is None and adapter.tied_output_weight() is embedding    # dropped after the block
+    assert torch.equal(untied_loss.detach(), tied_loss)
+    assert torch.allclose(embedding.grad, input_grad)                                   # input side only
+    assert torch.allclose(decoder.grad, tied_grad - input_grad, atol=1e-6)              # decoder side only
 
 
 def test_tokenize_truncates_and_token_ids_refuses_unknown_words(tiny_model):

@@ -11,6 +11,7 @@ from ptmdetox.defenses.recipe import (RecipeConfig, _keep_loss, _total_steps, pr
                                       reset_to_mean_row, select_parameters, unseen_embedding_rows,
                                       weight_norm)
 from ptmdetox.defenses.reinit import ReinitConfig, reinit_purify
+from ptmdetox.defenses.row_scan import token_counts
 from ptmdetox.errors import PtmdetoxError
 
 INTERMEDIATE = ["encoder.layer.0.intermediate.dense.weight", "encoder.layer.1.intermediate.dense.weight"]
@@ -79,6 +80,10 @@ def test_regularisation_gradient_is_w_over_its_norm():
     (dict(reset_rows="no"), "reset_rows must be true or false"),
     (dict(hold_reset_rows=1), "hold_reset_rows must be true or false"),
     (dict(tied_decoder_gradient="no"), "tied_decoder_gradient must be true or false"),
+    (dict(tied_decoder_rows="rare"), r"unknown tied_decoder_rows 'rare' \(choose from all, seen\)$"),
+    (dict(tied_decoder_gradient=False, tied_decoder_rows="seen"), "tied_decoder_rows needs tied_decoder_gradient"),
+    (dict(untie_decoder="yes"), "untie_decoder must be true or false"),
+    (dict(untie_decoder=True, tied_decoder_rows="seen"), "untie_decoder leaves the embeddings no decoder gradient"),
     (dict(bf16="false"), "bf16 must be true or false"),
     (dict(lam="0.5"), "lam must be a number"),
     (dict(lr=True), "lr must be a number"),
@@ -307,25 +312,42 @@ def test_trainable_all_trains_the_encoder_but_not_the_head(tiny_model, tiny_corp
     assert report["norm_after"] < report["norm_before"]
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_without_the_tied_decoder_gradient_rows_of_tokens_absent_from_the_input_stay(tiny_model, tiny_corpus, tied):
-    adapter = models.create(tiny_model)
-    texts = read_corpus(tiny_corpus).texts
+DECODER_OPTIONS = {"all": {}, "seen": dict(tied_decoder_rows="seen"), "none": dict(tied_decoder_gradient=False),
+                   "untied": dict(untie_decoder=True)}
+
+
+def purified_embedding_rows(adapter, texts, decoder: str):
+    """(rows that moved, the report) after a short purification with the decoder option `decoder`."""
     before = snapshot(adapter)["bert.embeddings.word_embeddings.weight"]
-    report = recipe_purify(adapter, texts, fast(scope="paper", tied_decoder_gradient=tied,
+    report = recipe_purify(adapter, texts, fast(scope="paper", **DECODER_OPTIONS[decoder],
                                                 trainable=(r"intermediate\.dense\.weight", "word_embeddings")),
                            progress=False)
     after = snapshot(adapter)["bert.embeddings.word_embeddings.weight"]
-    assert adapter.tied_output_gradient     # the adapter is left as it was
-    in_corpus = torch.zeros(len(before), dtype=torch.bool)
-    in_corpus[torch.tensor(sorted({i for ids in adapter.tokenize(texts, 32) for i in ids}))] = True
-    moved = (after != before).any(1)
-    assert moved[in_corpus].any()
-    if tied:                       # the decoder's softmax reaches every row
-        assert moved[~in_corpus].all()
-    else:                          # only where MLM's random replacement of a masked token put one in the input
-        assert moved[~in_corpus].float().mean() < 0.2
-    assert ("tied_decoder_gradient" in report["config"]) is not tied      # the default keeps older cache keys
+    return (after != before).any(1), report
+
+
+def test_the_tied_decoder_gradient_reaches_the_rows_it_is_given(tiny_model, tiny_corpus):
+    texts = read_corpus(tiny_corpus).texts
+    moved, reports = {}, {}
+    for decoder in DECODER_OPTIONS:
+        adapter = models.create(tiny_model)
+        moved[decoder], reports[decoder] = purified_embedding_rows(adapter, texts, decoder)
+        assert adapter.tied_output_gradient is True     # the adapter is left as it was
+    counts = token_counts(adapter.tokenize(texts, 32), len(moved["all"]))
+    in_corpus, seen = counts > 0, counts >= RecipeConfig().embedding_min_count
+    assert 0 < seen.sum() < in_corpus.sum()
+    assert moved["all"].all()                    # the decoder's softmax reaches every row
+    assert moved["seen"][seen].all()             # ... every row it is given
+    # elsewhere only where MLM's random replacement of a masked token put one in the input: the same rows either way
+    assert moved["none"][~in_corpus].float().mean() < 0.2
+    assert torch.equal(moved["seen"][~seen], moved["none"][~seen])
+    assert torch.equal(moved["untied"], moved["none"])     # the untied decoder moves no embedding row
+    assert "tied_decoder_gradient" not in reports["all"]["config"]      # the default keeps older cache keys
+    assert "tied_decoder_rows" not in reports["none"]["config"]
+    assert reports["seen"]["config"]["tied_decoder_rows"] == "seen"
+    assert reports["seen"]["tied_decoder_rows"] == int(seen.sum())
+    assert reports["none"]["tied_decoder_rows"] == 0 and reports["all"]["tied_decoder_rows"] == len(counts)
+    assert reports["untied"]["tied_decoder_rows"] == 0 and reports["untied"]["config"]["untie_decoder"] is True
 
 
 def test_penalty_alone_shrinks_either_norm_kind(tiny_model, tiny_corpus):

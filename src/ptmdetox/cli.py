@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="whether the MLM decoder, tied to the word embeddings, passes its gradient to every row "
                              "(default, as in the paper); --no-tied-decoder-gradient: a row learns from MLM only "
                              "where its token is in the input")
+    recipe.add_argument("--tied-decoder-rows", choices=["all", "seen"],
+                        help="the rows the tied decoder passes its gradient to: all (default) or seen, those of tokens "
+                             "the auxiliary corpus holds at least --embedding-min-count times")
+    recipe.add_argument("--untie-decoder", action="store_true", default=None,
+                        help="train the MLM decoder as its own copy of the word embeddings, dropped after "
+                             "purification: the embeddings then learn from their input side only")
     recipe.add_argument("--representation-head", choices=["decay", "reinit"],
                         help="after purification, leave the pooler as the penalty left it (default: about zero) or "
                              "re-initialise it (seeded); which fine-tunes better depends on the task "
@@ -490,6 +496,7 @@ def run(args) -> int:
                         scan_positions=args.scan_positions, row_penalty=args.row_penalty,
                         scan_confirm_sentences=args.scan_confirm_sentences, reset_rows=args.reset_rows,
                         hold_reset_rows=args.hold_reset_rows, tied_decoder_gradient=args.tied_decoder_gradient,
+                        tied_decoder_rows=args.tied_decoder_rows, untie_decoder=args.untie_decoder,
                         scan_phrase_words=args.scan_phrase_words, scan_phrase_partners=args.scan_phrase_partners,
                         scan_phrase_sentences=args.scan_phrase_sentences,
                         representation_head=args.representation_head,

@@ -63,6 +63,7 @@ KEEP_INPUTS = ("masked", "clean")
 KEEP_POSITIONS = ("all", "tokens")
 REPRESENTATION_HEADS = ("decay", "reinit")
 ROW_PENALTIES = ("joint", "each")
+TIED_DECODER_ROWS = ("all", "seen")
 
 
 def _check_integer(name: str, value, minimum: int) -> None:
@@ -154,6 +155,14 @@ class RecipeConfig:
     # all 30,522 rows, and AdamW moves each weight by about the learning rate whatever its gradient's size. Without it,
     # a row learns from MLM only where its token is in the input (docs/results.md, issue 3, session 40)
     tied_decoder_gradient: bool = True
+    # with it: the rows it reaches, "all" or "seen" (those of tokens the auxiliary corpus holds at least
+    # `embedding_min_count` times: the decoder still trains the words MLM predicts, while the rows of tokens it never
+    # sees, task words among them, stay where they are; docs/results.md, issue 3, session 41)
+    tied_decoder_rows: str = "all"
+    # train the MLM decoder as its own copy of the word-embedding matrix, dropped after purification: the decoder's
+    # rows move as they would tied, while the embedding rows learn from their input side only (docs/results.md,
+    # issue 3, session 41)
+    untie_decoder: bool = False
     pretrain_loss: str = "mlm"              # both presets: the paper's loss; "mlm+keep" anchors the clean states
     keep_weight: float = 70.0                # weight of the "keep" term (MSE to the starting model's states)
     keep_input: str = "masked"               # with MLM: keep on the MLM batch's own forward, or a second clean pass
@@ -187,6 +196,7 @@ class RecipeConfig:
                                       "scan_positions": "random", "scan_confirm_sentences": 0, "scan_phrase_words": 0,
                                       "scan_phrase_partners": 0, "scan_phrase_sentences": 4,
                                       "representation_head": "decay", "tied_decoder_gradient": True,
+                                      "tied_decoder_rows": "all", "untie_decoder": False,
                                       "row_penalty": "joint", "reset_rows": False, "hold_reset_rows": False,
                                       "dropout_rng": "torch"}
     #: applied on top of the preset, before the caller's values (the ablation variants set λ or the loss here)
@@ -200,7 +210,8 @@ class RecipeConfig:
         return cls(**asdict(base))
 
     def __post_init__(self):
-        _check_switches(self, ("reset_rows", "hold_reset_rows", "tied_decoder_gradient", "bf16", "compile"))
+        _check_switches(self, ("reset_rows", "hold_reset_rows", "tied_decoder_gradient", "untie_decoder", "bf16",
+                               "compile"))
         _check_numbers(self, ("lam", "scan_threshold", "keep_weight", "lr", "mlm_probability", "eps", "clip"))
         check_choice("norm", self.norm, NORMS)
         check_choice("pre-training loss", self.pretrain_loss, PRETRAIN_LOSSES)
@@ -210,6 +221,12 @@ class RecipeConfig:
         check_choice("scan_positions", self.scan_positions, POSITIONS)
         check_choice("row_penalty", self.row_penalty, ROW_PENALTIES)
         check_choice("representation_head", self.representation_head, REPRESENTATION_HEADS)
+        check_choice("tied_decoder_rows", self.tied_decoder_rows, TIED_DECODER_ROWS)
+        if not self.tied_decoder_gradient and self.tied_decoder_rows != "all":
+            raise PtmdetoxError("tied_decoder_rows needs tied_decoder_gradient: without it the decoder reaches no row")
+        if self.untie_decoder and not (self.tied_decoder_gradient and self.tied_decoder_rows == "all"):
+            raise PtmdetoxError("untie_decoder leaves the embeddings no decoder gradient to choose rows of: "
+                                "drop tied_decoder_gradient and tied_decoder_rows")
         check_choice("keep_input", self.keep_input, KEEP_INPUTS)
         check_choice("keep_positions", self.keep_positions, KEEP_POSITIONS)
         check_choice("masking", self.masking, MASKING)
@@ -342,6 +359,30 @@ def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: lis
     return {key: flagged for key in rare}, record
 
 
+def tied_decoder_setting(adapter: ModelAdapter, corpus_ids: list[list[int]], config: RecipeConfig):
+    """What the adapter's tied MLM decoder passes its gradient to under `config`: True (every row), False (none), or
+    the ids of the rows whose tokens the corpus holds at least `embedding_min_count` times."""
+    embedding = _token_embedding(adapter)
+    if not config.tied_decoder_gradient or config.tied_decoder_rows == "all" or embedding is None:
+        return config.tied_decoder_gradient
+    return (token_counts(corpus_ids, embedding.shape[0]) >= config.embedding_min_count).nonzero().squeeze(1)
+
+
+def _token_embedding(adapter: ModelAdapter) -> torch.Tensor | None:
+    matches = adapter.parameters_matching([adapter.token_embedding]) if adapter.token_embedding else []
+    return matches[0][1] if matches else None
+
+
+def _decoder_rows_record(adapter: ModelAdapter, setting, config: RecipeConfig) -> dict:
+    """{"tied_decoder_rows": how many token-embedding rows the decoder's gradient reached}, for text encoders."""
+    embedding = _token_embedding(adapter)
+    if embedding is None:
+        return {}
+    if config.untie_decoder or setting is False:
+        return {"tied_decoder_rows": 0}
+    return {"tied_decoder_rows": int(setting.numel()) if torch.is_tensor(setting) else embedding.shape[0]}
+
+
 def reset_to_mean_row(regularised, rows: dict[int, torch.Tensor]) -> None:
     """Set the named rows of each matrix in `rows` to the mean of its other rows."""
     with torch.no_grad():
@@ -398,7 +439,7 @@ def recipe_purify(adapter: ModelAdapter, corpus_texts: list[str], config: Recipe
     model is saved after those steps to `snapshot_dir/step-<n>/` (default: the active checkpoint folder's
     `snapshots/`), listed in the report's `snapshots`."""
     with adapter.computing(compute_options(config.mode, config.max_length, config.compile)), \
-            adapter.tied_output_gradients(config.tied_decoder_gradient), dropout_masks(config.dropout_generator):
+            dropout_masks(config.dropout_generator):
         report = _purify(adapter, corpus_texts, config, progress, on_step, snapshot_dir)
     report["compute"] = compute_record(config.mode, config.max_length, config.bf16, config.compile,
                                        config.dropout_generator)
@@ -474,12 +515,14 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
             parts["keep"] = float(keep.detach())
         return loss, parts
 
+    decoder_rows = tied_decoder_setting(adapter, ids, config)
     handles = hold_rows(regularised, held)
     try:
-        stats = train_loop([p for _, p in trainable], step_loss,
-                           TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps, clip=config.clip,
-                                       bf16=config.bf16, fused=fused_adamw(config.mode)),
-                           desc="RECIPE", progress=progress, on_step=_both(saver, on_step))
+        with adapter.tied_output_gradients(decoder_rows), adapter.untied_output(config.untie_decoder) as decoder:
+            stats = train_loop([p for _, p in trainable] + ([decoder] if decoder is not None else []), step_loss,
+                               TrainConfig(lr=config.lr, steps=steps, seed=config.seed, eps=config.eps,
+                                           clip=config.clip, bf16=config.bf16, fused=fused_adamw(config.mode)),
+                               desc="RECIPE", progress=progress, on_step=_both(saver, on_step))
     finally:
         for handle in handles:
             handle.remove()
@@ -500,6 +543,7 @@ def _purify(adapter: ModelAdapter, corpus_texts: list[str], config: RecipeConfig
         **({"held_embedding_rows": {n: int(held[id(p)].numel()) for n, p in regularised if id(p) in held}}
            if held else {}),
         **({"row_scan": row_scan} if row_scan else {}),
+        **_decoder_rows_record(adapter, decoder_rows, config),
         "norm_before": sum(norms_before.values()),
         "norm_after": sum(norms_after.values()),
         "norms_before": norms_before,

@@ -50,8 +50,11 @@ class ModelAdapter(ABC):
     source: str = ""
     notes: list[str]
     compute: ComputeOptions = ComputeOptions()
-    #: whether an output layer tied to the token embeddings (a text encoder's MLM decoder) passes its gradient to them
-    tied_output_gradient: bool = True
+    #: whether an output layer tied to the token embeddings (a text encoder's MLM decoder) passes its gradient to them:
+    #: True (every row), False (none) or a tensor of the row ids that receive it
+    tied_output_gradient: bool | torch.Tensor = True
+    #: a weight that an output layer tied to the token embeddings uses in their place (None: the embeddings)
+    output_weight: torch.Tensor | None = None
 
     @contextlib.contextmanager
     def computing(self, options: ComputeOptions):
@@ -63,14 +66,34 @@ class ModelAdapter(ABC):
             self.compute = previous
 
     @contextlib.contextmanager
-    def tied_output_gradients(self, enabled: bool):
+    def tied_output_gradients(self, enabled: bool | torch.Tensor):
         """Inside the block, with `enabled` False, an output layer tied to the token embeddings (a text encoder's MLM
-        decoder) passes no gradient to them: they learn from their input side only. Families without one ignore it."""
+        decoder) passes no gradient to them: they learn from their input side only; with a tensor of row ids, it
+        passes its gradient to those rows only. Families without one ignore it."""
         previous, self.tied_output_gradient = self.tied_output_gradient, enabled
         try:
             yield self
         finally:
             self.tied_output_gradient = previous
+
+    @contextlib.contextmanager
+    def untied_output(self, enabled: bool = True):
+        """Inside the block, with `enabled`, an output layer tied to the token embeddings (a text encoder's MLM
+        decoder) computes with its own copy of them, yielded as a parameter for the caller to train and dropped after;
+        the embeddings then learn from their input side only. Yields None otherwise, or for families without one."""
+        weight = self.tied_output_weight() if enabled else None
+        if weight is None:
+            yield None
+            return
+        previous, self.output_weight = self.output_weight, nn.Parameter(weight.detach().clone())
+        try:
+            yield self.output_weight
+        finally:
+            self.output_weight = previous
+
+    def tied_output_weight(self) -> torch.Tensor | None:
+        """The token-embedding weight an output layer is tied to, if the family has one."""
+        return None
 
     # -- the model -------------------------------------------------------------------------------
     @property

@@ -314,13 +314,20 @@ class TextEncoderAdapter(ModelAdapter):
         return F.cross_entropy(self._vocabulary_logits(states).float(), targets, ignore_index=IGNORE)
 
     def _vocabulary_logits(self, states) -> torch.Tensor:
-        """The MLM head's logits; without `tied_output_gradient`, through a detached copy of the decoder's weight (the
-        word-embedding matrix it is tied to), so that the decoder passes no gradient to the embeddings."""
-        if self.tied_output_gradient:
+        """The MLM head's logits. The decoder's weight is the word-embedding matrix it is tied to; in its place the
+        untied copy (`output_weight`) when there is one; without `tied_output_gradient`, a detached copy of it, so
+        that the decoder passes no gradient to the embeddings; with a tensor of row ids, a view of it whose gradient
+        reaches those rows only."""
+        rows = self.tied_output_gradient
+        if rows is True and self.output_weight is None:
             return self.mlm_head(states)
-        decoder = self.model.get_output_embeddings().weight
+        decoder = self.tied_output_weight()
         name = next(n for n, p in self.mlm_head.named_parameters(remove_duplicate=False) if p is decoder)
-        return torch.func.functional_call(self.mlm_head, {name: decoder.detach()}, (states,))
+        weight = self.output_weight if self.output_weight is not None else _gradient_to_rows(decoder, rows)
+        return torch.func.functional_call(self.mlm_head, {name: weight}, (states,))
+
+    def tied_output_weight(self) -> torch.Tensor:
+        return self.model.get_output_embeddings().weight
 
     # ---- MLM head warm-up ---------------------------------------------------------------------------
     def prepare_pretraining(self, corpus_ids: list[list[int]] | None = None, steps: int = 300, lr: float = 1e-3,
@@ -388,3 +395,14 @@ class BertAdapter(TextEncoderAdapter):
     @property
     def mlm_head(self):
         return self.model.cls.predictions
+
+
+def _gradient_to_rows(weight: torch.Tensor, rows: bool | torch.Tensor) -> torch.Tensor:
+    """`weight` as the decoder sees it: detached (rows False), or a view whose gradient is zero outside `rows`."""
+    if rows is False or not weight.requires_grad:
+        return weight.detach()
+    keep = torch.zeros(weight.shape[0], 1, dtype=weight.dtype)
+    keep[rows] = 1.0
+    view = weight.view_as(weight)
+    view.register_hook(lambda grad: grad * keep)
+    return view
