@@ -143,7 +143,7 @@ def test_collate_and_mlm_batch(tiny_model):
 
 
 @pytest.mark.parametrize("fixture", ["tiny_model", "tiny_roberta_model"])
-def test_without_the_tied_decoder_gradient_only_input_rows_learn_from_mlm(fixture, request):
+def test_the_tied_decoder_gradient_can_be_stopped_kept_for_some_rows_or_untied(fixture, request):
     adapter = models.create(request.getfixturevalue(fixture))
     adapter.train()
     batch = adapter.mlm_batch(adapter.tokenize(SENTENCES, 32), np.random.default_rng(0))
