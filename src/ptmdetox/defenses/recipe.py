@@ -320,14 +320,17 @@ def unseen_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[l
     live) only move under the penalty, so penalising just them disarms such triggers without shrinking the rows the
     downstream task relies on. A token seen once or twice is barely exercised: `min_count` > 1 counts it as absent.
     """
-    if not adapter.token_embedding:
+    embedding = _token_embedding(adapter)
+    if embedding is None:
         return {}
-    embedding = {id(p): p for _, p in adapter.parameters_matching([adapter.token_embedding])}
-    if not embedding:
-        return {}
-    rows = next(iter(embedding.values())).shape[0]
-    absent = token_counts(corpus_ids, rows) < min_count
-    return {id(p): absent.nonzero().squeeze(1) for _, p in regularised if id(p) in embedding}
+    absent = token_counts(corpus_ids, embedding.shape[0]) < min_count
+    return {id(p): absent.nonzero().squeeze(1) for _, p in regularised if p is embedding}
+
+
+def _token_embedding(adapter: ModelAdapter) -> torch.Tensor | None:
+    """The adapter's token-embedding matrix, if its family has one."""
+    matches = adapter.parameters_matching([adapter.token_embedding]) if adapter.token_embedding else []
+    return matches[0][1] if matches else None
 
 
 def penalised_embedding_rows(adapter: ModelAdapter, regularised, corpus_ids: list[list[int]], config: RecipeConfig,
@@ -366,11 +369,6 @@ def tied_decoder_setting(adapter: ModelAdapter, corpus_ids: list[list[int]], con
     if not config.tied_decoder_gradient or config.tied_decoder_rows == "all" or embedding is None:
         return config.tied_decoder_gradient
     return (token_counts(corpus_ids, embedding.shape[0]) >= config.embedding_min_count).nonzero().squeeze(1)
-
-
-def _token_embedding(adapter: ModelAdapter) -> torch.Tensor | None:
-    matches = adapter.parameters_matching([adapter.token_embedding]) if adapter.token_embedding else []
-    return matches[0][1] if matches else None
 
 
 def _decoder_rows_record(adapter: ModelAdapter, setting, config: RecipeConfig) -> dict:
